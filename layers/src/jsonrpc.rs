@@ -1,0 +1,685 @@
+//! The raw JSON-RPC message: bytes as they came, plus a peeked head (kind, id, method, tool name,
+//! error code, `isError`, `_meta` trace fields) that points into those bytes.
+//!
+//! Nothing is re-encoded to read a message, and fields the gateway does not own are never touched.
+//!
+//! ```
+//! use mcp_gateway_layers::jsonrpc::{Kind, McpMethod, Message};
+//!
+//! let msg = Message::parse(br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo"}}"#.to_vec().into()).unwrap();
+//! assert_eq!(msg.kind(), Kind::Request);
+//! assert_eq!(msg.method(), McpMethod::ToolsCall);
+//! assert_eq!(msg.id_raw(), Some("7"));
+//! assert_eq!(msg.tool_name(), Some("echo"));
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::classify::{Component, ErrorClass, ErrorType, code};
+
+/// Which of the four JSON-RPC message shapes a message has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Has `method` and `id`: expects an answer.
+    Request,
+    /// Has `method`, no `id`.
+    Notification,
+    /// Has `id` and `result`.
+    Response,
+    /// Has `id` (possibly null) and `error`.
+    Error,
+}
+
+macro_rules! mcp_methods {
+    ($($variant:ident => $name:literal, $safe:literal;)*) => {
+        /// The MCP method set. Anything else is [`McpMethod::Other`], so a metric label built from it is bounded.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum McpMethod {
+            $(
+                #[doc = concat!("`", $name, "`")]
+                $variant,
+            )*
+            /// A method outside the MCP method set, or no method at all (responses).
+            Other,
+        }
+
+        impl McpMethod {
+            /// Every method of the set, `Other` last.
+            pub const ALL: &'static [McpMethod] = &[$(McpMethod::$variant,)* McpMethod::Other];
+
+            /// The method's wire name; `other` for [`McpMethod::Other`].
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(McpMethod::$variant => $name,)*
+                    McpMethod::Other => "other",
+                }
+            }
+
+            /// Looks a wire name up in the MCP method set.
+            pub fn from_name(name: &str) -> McpMethod {
+                match name {
+                    $($name => McpMethod::$variant,)*
+                    _ => McpMethod::Other,
+                }
+            }
+
+            /// Whether the method has no side effect, so that retrying it is harmless.
+            pub const fn is_safe(self) -> bool {
+                match self {
+                    $(McpMethod::$variant => $safe,)*
+                    McpMethod::Other => false,
+                }
+            }
+        }
+    };
+}
+
+mcp_methods! {
+    Initialize => "initialize", true;
+    Ping => "ping", true;
+    ToolsList => "tools/list", true;
+    ToolsCall => "tools/call", false;
+    PromptsList => "prompts/list", true;
+    PromptsGet => "prompts/get", true;
+    ResourcesList => "resources/list", true;
+    ResourcesTemplatesList => "resources/templates/list", true;
+    ResourcesRead => "resources/read", true;
+    ResourcesSubscribe => "resources/subscribe", false;
+    ResourcesUnsubscribe => "resources/unsubscribe", false;
+    CompletionComplete => "completion/complete", false;
+    LoggingSetLevel => "logging/setLevel", false;
+    SamplingCreateMessage => "sampling/createMessage", false;
+    ElicitationCreate => "elicitation/create", false;
+    RootsList => "roots/list", true;
+    TasksGet => "tasks/get", true;
+    TasksResult => "tasks/result", true;
+    TasksList => "tasks/list", true;
+    TasksCancel => "tasks/cancel", false;
+    NotificationsInitialized => "notifications/initialized", false;
+    NotificationsCancelled => "notifications/cancelled", false;
+    NotificationsProgress => "notifications/progress", false;
+    NotificationsMessage => "notifications/message", false;
+    NotificationsResourcesUpdated => "notifications/resources/updated", false;
+    NotificationsResourcesListChanged => "notifications/resources/list_changed", false;
+    NotificationsToolsListChanged => "notifications/tools/list_changed", false;
+    NotificationsPromptsListChanged => "notifications/prompts/list_changed", false;
+    NotificationsRootsListChanged => "notifications/roots/list_changed", false;
+    NotificationsTasksStatus => "notifications/tasks/status", false;
+    NotificationsElicitationComplete => "notifications/elicitation/complete", false;
+}
+
+impl fmt::Display for McpMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl prometheus_client::encoding::EncodeLabelValue for McpMethod {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), fmt::Error> {
+        fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// Why bytes are not a JSON-RPC message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeekError {
+    /// Not JSON at all (-32700).
+    Parse(String),
+    /// JSON, but not a JSON-RPC 2.0 message (-32600).
+    Invalid(&'static str),
+}
+
+impl PeekError {
+    /// The error's class: `parse` or `validation`, blamed on the client.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            PeekError::Parse(_) => ErrorClass::new(ErrorType::Parse, Component::Client),
+            PeekError::Invalid(_) => ErrorClass::new(ErrorType::Validation, Component::Client)
+                .with_jsonrpc_code(code::INVALID_REQUEST),
+        }
+    }
+}
+
+impl fmt::Display for PeekError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeekError::Parse(e) => write!(f, "invalid JSON: {e}"),
+            PeekError::Invalid(why) => write!(f, "invalid JSON-RPC message: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for PeekError {}
+
+/// A string field of the message: a range of the raw bytes, or decoded when it had escapes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Text {
+    Span(Range<usize>),
+    Decoded(Box<str>),
+}
+
+/// Trace context carried in `params._meta` (SEP-414).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct MetaTrace {
+    traceparent: Option<Text>,
+    tracestate: Option<Text>,
+    baggage: Option<Text>,
+}
+
+/// A JSON-RPC message: raw bytes and what the gateway peeked from them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Message {
+    raw: Bytes,
+    kind: Kind,
+    method: McpMethod,
+    method_name: Option<Text>,
+    id: Option<Range<usize>>,
+    tool_name: Option<Text>,
+    error_code: Option<i64>,
+    is_tool_error: bool,
+    meta: MetaTrace,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    jsonrpc: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ParamsPeek<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "_meta")]
+    meta: Option<MetaPeek<'a>>,
+}
+
+#[derive(Deserialize)]
+struct MetaPeek<'a> {
+    #[serde(borrow, default)]
+    traceparent: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tracestate: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    baggage: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct ErrorPeek {
+    code: i64,
+}
+
+#[derive(Deserialize)]
+struct ResultPeek {
+    #[serde(default, rename = "isError")]
+    is_error: Option<bool>,
+}
+
+fn is_object(raw: &RawValue) -> bool {
+    raw.get().starts_with('{')
+}
+
+impl Message {
+    /// Peeks a message. The bytes are kept as they are.
+    pub fn parse(raw: Bytes) -> Result<Message, PeekError> {
+        let base = raw.as_ptr() as usize;
+        let text = |s: Cow<'_, str>| match s {
+            Cow::Borrowed(b) => {
+                let start = b.as_ptr() as usize - base;
+                Text::Span(start..start + b.len())
+            }
+            Cow::Owned(o) => Text::Decoded(o.into_boxed_str()),
+        };
+        let first = raw.iter().find(|b| !b.is_ascii_whitespace());
+        match first {
+            Some(b'{') => {}
+            Some(b'[') => return Err(PeekError::Invalid("batches are not supported")),
+            Some(_) | None => {
+                // Let serde say what is wrong with non-JSON; valid JSON that is not an object is invalid.
+                return Err(
+                    match serde_json::from_slice::<serde::de::IgnoredAny>(&raw) {
+                        Ok(_) => PeekError::Invalid("a message must be a JSON object"),
+                        Err(e) => PeekError::Parse(e.to_string()),
+                    },
+                );
+            }
+        }
+        let env: Envelope<'_> = serde_json::from_slice(&raw).map_err(|e| {
+            if e.is_data() {
+                PeekError::Invalid("a member has the wrong type")
+            } else {
+                PeekError::Parse(e.to_string())
+            }
+        })?;
+        if env.jsonrpc.as_deref() != Some("2.0") {
+            return Err(PeekError::Invalid("\"jsonrpc\" must be \"2.0\""));
+        }
+        let id = match env.id {
+            Some(id) => {
+                let s = id.get();
+                if !(s.starts_with('"') || s.starts_with('-') || s.as_bytes()[0].is_ascii_digit()) {
+                    return Err(PeekError::Invalid("\"id\" must be a string or a number"));
+                }
+                let start = s.as_ptr() as usize - base;
+                Some(start..start + s.len())
+            }
+            None => None,
+        };
+        let (kind, method, method_name) = match (env.method, env.result, env.error) {
+            (Some(name), None, None) => {
+                let kind = if id.is_some() {
+                    Kind::Request
+                } else {
+                    Kind::Notification
+                };
+                (kind, McpMethod::from_name(&name), Some(text(name)))
+            }
+            (None, Some(_), None) if id.is_some() => (Kind::Response, McpMethod::Other, None),
+            (None, None, Some(_)) => (Kind::Error, McpMethod::Other, None),
+            _ => {
+                return Err(PeekError::Invalid(
+                    "a message has exactly one of method, result, error",
+                ));
+            }
+        };
+        let mut msg = Message {
+            raw: Bytes::new(),
+            kind,
+            method,
+            method_name,
+            id,
+            tool_name: None,
+            error_code: None,
+            is_tool_error: false,
+            meta: MetaTrace::default(),
+        };
+        if let Some(params) = env.params {
+            if !(is_object(params) || params.get().starts_with('[')) {
+                return Err(PeekError::Invalid(
+                    "\"params\" must be an object or an array",
+                ));
+            }
+            if is_object(params) {
+                let peek: ParamsPeek<'_> = serde_json::from_str(params.get())
+                    .map_err(|_| PeekError::Invalid("\"params\" has a member of the wrong type"))?;
+                if matches!(method, McpMethod::ToolsCall | McpMethod::PromptsGet) {
+                    msg.tool_name = peek.name.map(text);
+                }
+                if let Some(meta) = peek.meta {
+                    msg.meta = MetaTrace {
+                        traceparent: meta.traceparent.map(text),
+                        tracestate: meta.tracestate.map(text),
+                        baggage: meta.baggage.map(text),
+                    };
+                }
+            }
+        }
+        if let Some(error) = env.error {
+            let peek: ErrorPeek = serde_json::from_str(error.get()).map_err(|_| {
+                PeekError::Invalid("\"error\" must be an object with an integer code")
+            })?;
+            msg.error_code = Some(peek.code);
+        }
+        if let Some(result) = env.result.filter(|r| is_object(r)) {
+            let peek: ResultPeek = serde_json::from_str(result.get())
+                .map_err(|_| PeekError::Invalid("\"result.isError\" must be a boolean"))?;
+            msg.is_tool_error = peek.is_error == Some(true);
+        }
+        msg.raw = raw;
+        Ok(msg)
+    }
+
+    fn text<'a>(&'a self, t: &'a Text) -> &'a str {
+        match t {
+            // The span was cut from valid UTF-8 at token boundaries.
+            Text::Span(r) => std::str::from_utf8(&self.raw[r.clone()]).unwrap_or_default(),
+            Text::Decoded(s) => s,
+        }
+    }
+
+    /// The bytes exactly as they came.
+    pub fn raw(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// Gives the bytes back.
+    pub fn into_raw(self) -> Bytes {
+        self.raw
+    }
+
+    /// The message's shape.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The method, bounded to the MCP set; [`McpMethod::Other`] for responses.
+    pub fn method(&self) -> McpMethod {
+        self.method
+    }
+
+    /// The method's name as sent, for requests and notifications.
+    pub fn method_name(&self) -> Option<&str> {
+        self.method_name.as_ref().map(|t| self.text(t))
+    }
+
+    /// The id's raw JSON (`7`, `"abc"`), absent for notifications and null ids.
+    pub fn id_raw(&self) -> Option<&str> {
+        let r = self.id.clone()?;
+        std::str::from_utf8(&self.raw[r]).ok()
+    }
+
+    /// The id's raw JSON as a slice of the message's bytes (no copy).
+    pub fn id_bytes(&self) -> Option<Bytes> {
+        Some(self.raw.slice(self.id.clone()?))
+    }
+
+    /// `params.name` of `tools/call` and `prompts/get`.
+    pub fn tool_name(&self) -> Option<&str> {
+        self.tool_name.as_ref().map(|t| self.text(t))
+    }
+
+    /// `error.code` of an error response.
+    pub fn error_code(&self) -> Option<i64> {
+        self.error_code
+    }
+
+    /// Whether a response is a tool result with `isError: true`.
+    pub fn is_tool_error(&self) -> bool {
+        self.is_tool_error
+    }
+
+    /// `params._meta.traceparent`.
+    pub fn meta_traceparent(&self) -> Option<&str> {
+        self.meta.traceparent.as_ref().map(|t| self.text(t))
+    }
+
+    /// `params._meta.tracestate`.
+    pub fn meta_tracestate(&self) -> Option<&str> {
+        self.meta.tracestate.as_ref().map(|t| self.text(t))
+    }
+
+    /// `params._meta.baggage`.
+    pub fn meta_baggage(&self) -> Option<&str> {
+        self.meta.baggage.as_ref().map(|t| self.text(t))
+    }
+
+    /// The class of this message when it is a response that failed, `None` when it succeeded or
+    /// is not a response.
+    pub fn failure_class(&self, component: Component) -> Option<ErrorClass> {
+        match self.kind {
+            Kind::Error => Some(ErrorClass::from_jsonrpc_code(
+                self.error_code.unwrap_or(i64::from(code::INTERNAL_ERROR)),
+                component,
+            )),
+            Kind::Response if self.is_tool_error => Some(ErrorClass::tool_error()),
+            _ => None,
+        }
+    }
+
+    /// A copy with `params._meta` members set (added or replaced), every other byte kept.
+    /// Requests and notifications only; others are returned unchanged.
+    pub fn with_meta(&self, members: &[(&str, &str)]) -> Message {
+        if !matches!(self.kind, Kind::Request | Kind::Notification) || members.is_empty() {
+            return self.clone();
+        }
+        let raw = rewrite_meta(&self.raw, members);
+        // The rewrite only adds string members to an object, so the result peeks.
+        Message::parse(raw).unwrap_or_else(|_| self.clone())
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("kind", &self.kind)
+            .field("method", &self.method_name())
+            .field("id", &self.id_raw())
+            .field("bytes", &self.raw.len())
+            .finish()
+    }
+}
+
+/// The members of a JSON object in order, each as its raw key and raw value.
+fn object_members(object: &str) -> Option<Vec<(&str, &RawValue)>> {
+    struct Members<'a>(Vec<(&'a str, &'a RawValue)>);
+    impl<'de> Deserialize<'de> for Members<'de> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visit;
+            impl<'de> serde::de::Visitor<'de> for Visit {
+                type Value = Members<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Self::Value, A::Error> {
+                    let mut members = Vec::new();
+                    while let Some(key) = map.next_key::<&'de str>()? {
+                        members.push((key, map.next_value::<&'de RawValue>()?));
+                    }
+                    Ok(Members(members))
+                }
+            }
+            d.deserialize_map(Visit)
+        }
+    }
+    serde_json::from_str::<Members<'_>>(object)
+        .ok()
+        .map(|m| m.0)
+}
+
+fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    // serde_json escapes exactly as JSON requires; writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Writes a value in place of a member's old value (`None` when the member is new).
+type WriteValue<'a> = &'a dyn Fn(&mut Vec<u8>, Option<&str>);
+
+/// Writes `object` with the members in `set` written anew, every other member's bytes kept.
+fn write_object(out: &mut Vec<u8>, object: Option<&str>, set: &[(&str, WriteValue<'_>)]) {
+    let mut done = vec![false; set.len()];
+    out.push(b'{');
+    let empty = out.len();
+    let members = object
+        .filter(|o| o.starts_with('{'))
+        .and_then(object_members);
+    for (k, v) in members.unwrap_or_default() {
+        if out.len() > empty {
+            out.push(b',');
+        }
+        push_json_string(out, k);
+        out.push(b':');
+        match set.iter().position(|(key, _)| *key == k) {
+            Some(i) => {
+                done[i] = true;
+                (set[i].1)(out, Some(v.get()));
+            }
+            None => out.extend_from_slice(v.get().as_bytes()),
+        }
+    }
+    for ((key, write), done) in set.iter().zip(done) {
+        if !done {
+            if out.len() > empty {
+                out.push(b',');
+            }
+            push_json_string(out, key);
+            out.push(b':');
+            write(out, None);
+        }
+    }
+    out.push(b'}');
+}
+
+fn rewrite_meta(raw: &[u8], members: &[(&str, &str)]) -> Bytes {
+    let Ok(text) = std::str::from_utf8(raw) else {
+        return Bytes::copy_from_slice(raw);
+    };
+    let writers: Vec<Box<dyn Fn(&mut Vec<u8>, Option<&str>)>> = members
+        .iter()
+        .map(|(_, v)| {
+            Box::new(move |o: &mut Vec<u8>, _: Option<&str>| push_json_string(o, v)) as Box<_>
+        })
+        .collect();
+    let meta_set: Vec<(&str, WriteValue<'_>)> = members
+        .iter()
+        .zip(&writers)
+        .map(|((k, _), w)| (*k, &**w as WriteValue<'_>))
+        .collect();
+    let write_meta = |out: &mut Vec<u8>, meta: Option<&str>| write_object(out, meta, &meta_set);
+    let write_params = |out: &mut Vec<u8>, params: Option<&str>| {
+        write_object(out, params, &[("_meta", &write_meta)]);
+    };
+    let mut out = Vec::with_capacity(raw.len() + 128);
+    write_object(&mut out, Some(text), &[("params", &write_params)]);
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse(s: &str) -> Result<Message, PeekError> {
+        Message::parse(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn peeks_each_kind() {
+        let req = parse(r#"{"jsonrpc":"2.0","id":"a","method":"tools/list"}"#).unwrap();
+        assert_eq!(
+            (req.kind(), req.method(), req.id_raw()),
+            (Kind::Request, McpMethod::ToolsList, Some("\"a\""))
+        );
+        let note = parse(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
+        assert_eq!((note.kind(), note.id_raw()), (Kind::Notification, None));
+        let resp =
+            parse(r#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":true}}"#).unwrap();
+        assert_eq!(resp.kind(), Kind::Response);
+        assert!(resp.is_tool_error());
+        assert_eq!(
+            resp.failure_class(Component::Backend).unwrap().error_type,
+            ErrorType::ToolError
+        );
+        let err =
+            parse(r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"no"}}"#).unwrap();
+        assert_eq!(err.error_code(), Some(-32601));
+        assert_eq!(
+            err.failure_class(Component::Backend).unwrap().error_type,
+            ErrorType::NotFound
+        );
+        let custom = parse(r#"{"jsonrpc":"2.0","id":1,"method":"x/y"}"#).unwrap();
+        assert_eq!(
+            (custom.method(), custom.method_name()),
+            (McpMethod::Other, Some("x/y"))
+        );
+    }
+
+    #[test]
+    fn peeks_tool_and_meta_with_escapes() {
+        let m = parse(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a\u0062c","_meta":{"traceparent":"00-x","progressToken":5}}}"#).unwrap();
+        assert_eq!(m.tool_name(), Some("abc"));
+        assert_eq!(m.meta_traceparent(), Some("00-x"));
+        assert_eq!(m.meta_tracestate(), None);
+    }
+
+    #[test]
+    fn rejects_what_is_not_jsonrpc() {
+        let cases = [
+            ("", "parse"),
+            ("{", "parse"),
+            ("nonsense", "parse"),
+            ("42", "validation"),
+            ("[]", "validation"),
+            (r#"{"id":1,"method":"ping"}"#, "validation"),
+            (r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#, "validation"),
+            (r#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#, "validation"),
+            (r#"{"jsonrpc":"2.0","id":1}"#, "validation"),
+            (r#"{"jsonrpc":"2.0","id":1,"method":5}"#, "validation"),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"a","result":{}}"#,
+                "validation",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"a","params":"x"}"#,
+                "validation",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"error":{"message":"no code"}}"#,
+                "validation",
+            ),
+        ];
+        for (input, expected) in cases {
+            let err = parse(input).unwrap_err();
+            assert_eq!(
+                err.class().error_type.as_str(),
+                expected,
+                "{input:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn with_meta_keeps_every_other_byte() {
+        let m = parse(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"z":1,"a":[1, 2]},"_meta":{"progressToken":"p","traceparent":"old"}},"x-unknown":true}"#).unwrap();
+        let out = m.with_meta(&[("traceparent", "00-new"), ("tracestate", "k=v")]);
+        assert_eq!(
+            std::str::from_utf8(out.raw()).unwrap(),
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"z":1,"a":[1, 2]},"_meta":{"progressToken":"p","traceparent":"00-new","tracestate":"k=v"}},"x-unknown":true}"#
+        );
+        let bare = parse(r#"{"jsonrpc":"2.0","method":"ping","id":2}"#)
+            .unwrap()
+            .with_meta(&[("traceparent", "t")]);
+        assert_eq!(
+            std::str::from_utf8(bare.raw()).unwrap(),
+            r#"{"jsonrpc":"2.0","method":"ping","id":2,"params":{"_meta":{"traceparent":"t"}}}"#
+        );
+        assert_eq!(bare.meta_traceparent(), Some("t"));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Message::parse(Bytes::from(bytes));
+        }
+
+        #[test]
+        fn mutated_messages_never_panic(cut in 0usize..80, junk in "[{}\\[\\]\",:a-z0-9\\\\ ]{0,8}") {
+            let base = r#"{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"name":"e","_meta":{"traceparent":"t"}}}"#;
+            let cut = cut.min(base.len());
+            let input = format!("{}{}{}", &base[..cut], junk, &base[cut..]);
+            if let Ok(m) = Message::parse(Bytes::from(input)) {
+                let _ = (m.tool_name(), m.meta_traceparent(), m.id_raw(), m.with_meta(&[("traceparent", "x")]));
+            }
+        }
+
+        #[test]
+        fn ids_and_names_round_trip(id in any::<i64>(), name in "\\PC{0,20}") {
+            let input = serde_json::json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":name}}).to_string();
+            let m = Message::parse(Bytes::from(input)).unwrap();
+            let expected = id.to_string();
+            prop_assert_eq!(m.id_raw(), Some(expected.as_str()));
+            prop_assert_eq!(m.tool_name(), Some(name.as_str()));
+        }
+    }
+}

@@ -1,0 +1,184 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::{BoxError, Layer, Service};
+
+use super::{LimitMetrics, LimitRejected, LimitScope};
+use crate::parts::RequestParts;
+
+/// At most `max` requests handled at once; the next is refused at once (load shedding), never queued.
+#[derive(Debug, Clone)]
+pub struct InFlightLimitLayer {
+    semaphore: Arc<Semaphore>,
+    max: usize,
+    metrics: LimitMetrics,
+}
+
+impl InFlightLimitLayer {
+    /// A limit of `max` requests in flight, shared by every service this layer makes.
+    pub fn new(max: usize, metrics: LimitMetrics) -> Self {
+        InFlightLimitLayer {
+            semaphore: Arc::new(Semaphore::new(max)),
+            max,
+            metrics,
+        }
+    }
+}
+
+impl<S> Layer<S> for InFlightLimitLayer {
+    type Service = InFlightLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        InFlightLimit {
+            inner,
+            semaphore: self.semaphore.clone(),
+            max: self.max,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// The service made by [`InFlightLimitLayer`].
+#[derive(Debug, Clone)]
+pub struct InFlightLimit<S> {
+    inner: S,
+    semaphore: Arc<Semaphore>,
+    max: usize,
+    metrics: LimitMetrics,
+}
+
+impl<S, Req> Service<Req> for InFlightLimit<S>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    Req: RequestParts,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        match self.semaphore.clone().try_acquire_owned() {
+            Ok(permit) => ResponseFuture::admitted(self.inner.call(req), permit),
+            Err(_) => {
+                let rejected = LimitRejected::new(LimitScope::InFlight, self.max);
+                self.metrics.record(LimitScope::InFlight);
+                let method = req.message().and_then(|m| m.method_name()).unwrap_or("");
+                tracing::warn!(
+                    scope = "in_flight",
+                    limit = self.max,
+                    method,
+                    "request shed by in-flight limit"
+                );
+                ResponseFuture::shed(rejected)
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`InFlightLimit`]: the call holding its permit, or an immediate refusal.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: Option<F>,
+        permit: Option<OwnedSemaphorePermit>,
+        rejected: Option<LimitRejected>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    fn admitted(inner: F, permit: OwnedSemaphorePermit) -> Self {
+        ResponseFuture {
+            inner: Some(inner),
+            permit: Some(permit),
+            rejected: None,
+        }
+    }
+
+    fn shed(rejected: LimitRejected) -> Self {
+        ResponseFuture {
+            inner: None,
+            permit: None,
+            rejected: Some(rejected),
+        }
+    }
+}
+
+impl<F, R, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<R, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<R, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.inner.as_pin_mut() {
+            Some(inner) => {
+                let result = ready!(inner.poll(cx)).map_err(Into::into);
+                this.permit.take();
+                Poll::Ready(result)
+            }
+            None => {
+                let rejected = this.rejected.take().expect("polled after completion");
+                Poll::Ready(Err(Box::new(rejected.into_error())))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::{ErrorType, classify_error};
+    use crate::parts::JsonRpcRequest;
+    use crate::test_support::*;
+    use prometheus_client::registry::Registry;
+    use tower_test::mock;
+
+    #[tokio::test]
+    async fn sheds_past_the_limit_and_admits_again_when_a_request_ends() {
+        let mut registry = Registry::default();
+        let layer = InFlightLimitLayer::new(1, LimitMetrics::register(&mut registry));
+        let (mut svc, mut handle) = mock::spawn_layer::<JsonRpcRequest, (), _>(layer);
+        let ping = || message_request(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
+
+        assert!(svc.poll_ready().is_ready());
+        let first = svc.call(ping());
+        assert!(svc.poll_ready().is_ready());
+        let shed = svc.call(ping()).await.unwrap_err();
+        let class = classify_error(&*shed);
+        assert_eq!(
+            (class.error_type, class.reached_backend),
+            (ErrorType::Unavailable, false)
+        );
+        assert_eq!(class.retry_after, Some(std::time::Duration::from_secs(1)));
+
+        let (req, send) = handle.next_request().await.unwrap();
+        assert_eq!(req.message.method_name(), Some("ping"));
+        send.send_response(());
+        first.await.unwrap();
+
+        assert!(svc.poll_ready().is_ready());
+        let again = svc.call(ping());
+        let (_req, send) = handle.next_request().await.unwrap();
+        send.send_response(());
+        again.await.unwrap();
+        assert_eq!(
+            sample(
+                &scrape(&registry),
+                r#"gateway_connection_limit_reached_total{scope="in_flight"}"#
+            ),
+            Some(1.0)
+        );
+    }
+}

@@ -1,0 +1,166 @@
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tower::BoxError;
+
+use super::GatewayMetrics;
+use crate::classify::{Classification, ErrorBody, Verdict, classify_error};
+use crate::jsonrpc::McpMethod;
+use crate::parts::Namespace;
+use crate::trace::TraceId;
+
+/// One request being measured: recorded exactly once, when the response ends or is dropped.
+#[derive(Debug)]
+pub struct Completion {
+    state: Option<Pending>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    metrics: GatewayMetrics,
+    method: McpMethod,
+    namespace: Namespace,
+    trace_id: Option<TraceId>,
+    start: Instant,
+    classification: Option<Classification>,
+}
+
+impl Completion {
+    pub(crate) fn start(
+        metrics: GatewayMetrics,
+        method: McpMethod,
+        namespace: Namespace,
+        trace_id: Option<TraceId>,
+    ) -> Self {
+        metrics.in_flight().inc();
+        Completion {
+            state: Some(Pending {
+                metrics,
+                method,
+                namespace,
+                trace_id,
+                start: Instant::now(),
+                classification: None,
+            }),
+        }
+    }
+
+    pub(crate) fn set_classification(&mut self, classification: Classification) {
+        if let Some(p) = &mut self.state {
+            p.classification = Some(classification);
+        }
+    }
+
+    /// Records the request as ended with `verdict` unless its classification says otherwise.
+    pub(crate) fn finish(mut self, verdict: Verdict) {
+        self.record(|c| c.and_then(Classification::get).unwrap_or(verdict));
+    }
+
+    fn record(&mut self, verdict: impl FnOnce(Option<&Classification>) -> Verdict) {
+        if let Some(p) = self.state.take() {
+            let verdict = verdict(p.classification.as_ref());
+            p.metrics.in_flight().dec();
+            p.metrics.record(
+                p.method,
+                p.namespace,
+                verdict,
+                p.start.elapsed(),
+                p.trace_id,
+            );
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        // Dropped before its end: the client went away, unless the verdict was already decided.
+        self.record(|c| c.map_or(Verdict::canceled(), Classification::get_or_canceled));
+    }
+}
+
+pin_project! {
+    /// A response body that records its request's metrics when it ends or is dropped.
+    #[derive(Debug)]
+    pub struct MetricsBody<B> {
+        #[pin]
+        inner: B,
+        completion: Option<Completion>,
+    }
+}
+
+impl<B: Body> MetricsBody<B> {
+    pub(crate) fn new(inner: B, completion: Completion) -> Self {
+        let mut body = MetricsBody {
+            inner,
+            completion: Some(completion),
+        };
+        if body.inner.is_end_stream() {
+            body.end(Verdict::Success);
+        }
+        body
+    }
+
+    fn end(&mut self, verdict: Verdict) {
+        if let Some(c) = self.completion.take() {
+            c.finish(verdict);
+        }
+    }
+}
+
+impl<B> Body for MetricsBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        let ended = match &frame {
+            None => Some(Verdict::Success),
+            Some(Err(_)) => None,
+            Some(Ok(_)) => this.inner.is_end_stream().then_some(Verdict::Success),
+        };
+        match frame {
+            Some(Err(e)) => {
+                let e: BoxError = e.into();
+                if let Some(c) = this.completion.take() {
+                    c.finish(Verdict::Failure(classify_error(&*e)));
+                }
+                Poll::Ready(Some(Err(e)))
+            }
+            frame => {
+                if let (Some(verdict), Some(c)) = (ended, this.completion.take()) {
+                    c.finish(verdict);
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: ErrorBody> ErrorBody for MetricsBody<B> {
+    fn from_bytes(bytes: Bytes) -> Self {
+        MetricsBody {
+            inner: B::from_bytes(bytes),
+            completion: None,
+        }
+    }
+}

@@ -1,0 +1,94 @@
+use std::task::{Context, Poll};
+
+use http_body::Body;
+use tower::{BoxError, Service};
+
+use super::body::Completion;
+use super::{GatewayMetrics, MetricsBody, ResponseFuture};
+use crate::classify::{Classification, Component, ErrorClass, Verdict};
+use crate::jsonrpc::McpMethod;
+use crate::parts::{JsonRpcResponse, Namespace, RequestParts, ResponseParts};
+use crate::trace::TraceContext;
+
+/// The service made by [`MetricsLayer`](super::MetricsLayer).
+#[derive(Debug, Clone)]
+pub struct Metrics<S> {
+    pub(super) inner: S,
+    pub(super) metrics: GatewayMetrics,
+}
+
+/// A response whose end the metrics layer can observe.
+pub trait RecordOnEnd: ResponseParts + Sized {
+    /// The response once it records at its end.
+    type Output;
+
+    /// The verdict when no classify layer ran below.
+    fn fallback_verdict(&self) -> Verdict;
+
+    /// Arranges for `completion` to be recorded when the response ends.
+    #[doc(hidden)]
+    fn record_on_end(self, completion: Completion) -> Self::Output;
+}
+
+impl<B: Body> RecordOnEnd for http::Response<B> {
+    type Output = http::Response<MetricsBody<B>>;
+
+    fn fallback_verdict(&self) -> Verdict {
+        match ErrorClass::from_http_status(self.status(), Component::Backend) {
+            Some(class) => Verdict::Failure(class),
+            None => Verdict::Success,
+        }
+    }
+
+    fn record_on_end(self, completion: Completion) -> Self::Output {
+        self.map(|body| MetricsBody::new(body, completion))
+    }
+}
+
+impl RecordOnEnd for JsonRpcResponse {
+    type Output = JsonRpcResponse;
+
+    fn fallback_verdict(&self) -> Verdict {
+        match self.message.failure_class(Component::Backend) {
+            Some(class) => Verdict::Failure(class),
+            None => Verdict::Success,
+        }
+    }
+
+    fn record_on_end(self, completion: Completion) -> Self::Output {
+        completion.finish(Verdict::Success);
+        self
+    }
+}
+
+impl<S, Req> Service<Req> for Metrics<S>
+where
+    S: Service<Req>,
+    S::Response: RecordOnEnd,
+    S::Error: Into<BoxError>,
+    Req: RequestParts,
+{
+    type Response = <S::Response as RecordOnEnd>::Output;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let method = req.message().map_or(McpMethod::Other, |m| m.method());
+        let namespace = Namespace::of(req.extensions());
+        let trace_id = req.extensions().get::<TraceContext>().map(|c| c.trace_id);
+        let completion = Completion::start(self.metrics.clone(), method, namespace, trace_id);
+        ResponseFuture::new(self.inner.call(req), completion)
+    }
+}
+
+/// The classification a response carries, or one decided from the response itself.
+pub(super) fn classification_of<R: RecordOnEnd>(resp: &R) -> Classification {
+    resp.extensions()
+        .get::<Classification>()
+        .cloned()
+        .unwrap_or_else(|| Classification::decided(resp.fallback_verdict()))
+}

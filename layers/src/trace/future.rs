@@ -1,0 +1,56 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use tower::BoxError;
+
+use crate::classify::{Classification, Verdict, classify_error};
+use crate::parts::ResponseParts;
+
+pin_project! {
+    /// The future of [`Trace`](super::Trace): runs the inner future inside the server span and
+    /// records `error.type` on it.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        span: tracing::Span,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(super) fn new(inner: F, span: tracing::Span) -> Self {
+        ResponseFuture { inner, span }
+    }
+}
+
+impl<F, R, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<R, E>>,
+    R: ResponseParts,
+    E: Into<BoxError>,
+{
+    type Output = Result<R, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let result = ready!(this.inner.poll(cx)).map_err(Into::into);
+        let failure = match &result {
+            Ok(resp) => match resp
+                .extensions()
+                .get::<Classification>()
+                .and_then(Classification::get)
+            {
+                Some(Verdict::Failure(class)) => Some(class),
+                _ => None,
+            },
+            Err(e) => Some(classify_error(&**e)),
+        };
+        if let Some(class) = failure {
+            this.span.record("error.type", class.error_type.as_str());
+        }
+        Poll::Ready(result)
+    }
+}

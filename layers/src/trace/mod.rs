@@ -1,0 +1,84 @@
+//! W3C trace propagation for MCP: the caller's context is read from `traceparent`/`tracestate`/
+//! `baggage` HTTP headers and from JSON-RPC `params._meta` (SEP-414; `_meta` wins), a server
+//! span is started with the OpenTelemetry MCP attributes, and its [`TraceContext`] goes into the
+//! request extensions, where log events, metric exemplars and [`PropagateTraceLayer`] read it.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use mcp_gateway_layers::trace::{TraceContext, TraceLayer};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let svc = ServiceBuilder::new().layer(TraceLayer::new()).service(service_fn(|req: http::Request<Full<Bytes>>| async move {
+//!     let ctx = req.extensions().get::<TraceContext>().unwrap();
+//!     Ok::<_, std::convert::Infallible>(http::Response::new(ctx.trace_id.to_string()))
+//! }));
+//! let req = http::Request::builder()
+//!     .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+//!     .body(Full::default()).unwrap();
+//! let resp = svc.oneshot(req).await.unwrap();
+//! assert_eq!(resp.body(), "4bf92f3577b34da6a3ce929d0e0e4736");
+//! # }
+//! ```
+
+mod context;
+mod future;
+mod layer;
+mod propagate;
+mod service;
+
+pub use context::{SpanId, TraceContext, TraceId, TraceParent};
+pub use future::ResponseFuture;
+pub use layer::TraceLayer;
+pub use propagate::{InjectTrace, PropagateTrace, PropagateTraceLayer};
+pub use service::Trace;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parts::{JsonRpcRequest, JsonRpcResponse};
+    use crate::test_support::*;
+    use tower::{Layer, ServiceExt};
+    use tower_test::mock;
+
+    const HEADER_PARENT: &str = "00-11111111111111111111111111111111-2222222222222222-01";
+    const META_PARENT: &str = "00-33333333333333333333333333333333-4444444444444444-00";
+
+    async fn context_seen_by_inner(
+        mut req: JsonRpcRequest,
+        header: Option<&'static str>,
+    ) -> TraceContext {
+        if let Some(h) = header {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("traceparent", http::HeaderValue::from_static(h));
+            req.extensions.insert(headers);
+        }
+        let (inner, mut handle) = mock::pair::<JsonRpcRequest, JsonRpcResponse>();
+        let call = tokio::spawn(TraceLayer::new().layer(inner).oneshot(req));
+        let (seen, send) = handle.next_request().await.unwrap();
+        send.send_response(message_response(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#));
+        call.await.unwrap().unwrap();
+        seen.extensions.get::<TraceContext>().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn meta_wins_over_headers_and_a_root_is_made_when_neither_is_valid() {
+        let with_meta = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"x","_meta":{{"traceparent":"{META_PARENT}"}}}}}}"#
+        );
+        let ctx = context_seen_by_inner(message_request(&with_meta), Some(HEADER_PARENT)).await;
+        assert_eq!(ctx.trace_id.to_string(), "33333333333333333333333333333333");
+        assert_eq!(ctx.parent_span_id.unwrap().to_string(), "4444444444444444");
+        assert!(!ctx.sampled, "the caller's sampling decision is kept");
+
+        let plain = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+        let ctx = context_seen_by_inner(message_request(plain), Some(HEADER_PARENT)).await;
+        assert_eq!(ctx.trace_id.to_string(), "11111111111111111111111111111111");
+
+        let bad_meta = r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{"traceparent":"garbage"}}}"#;
+        let ctx = context_seen_by_inner(message_request(bad_meta), None).await;
+        assert_eq!(ctx.parent_span_id, None);
+        assert!(ctx.sampled);
+    }
+}

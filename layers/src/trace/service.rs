@@ -1,0 +1,88 @@
+use std::task::{Context, Poll};
+
+use http::HeaderValue;
+use tower::{BoxError, Service};
+use tracing::field::Empty;
+
+use super::{ResponseFuture, TraceContext, TraceParent};
+use crate::parts::{RequestParts, ResponseParts};
+
+/// The service made by [`TraceLayer`](super::TraceLayer).
+#[derive(Debug, Clone)]
+pub struct Trace<S> {
+    pub(super) inner: S,
+    pub(super) sample_ratio: f64,
+}
+
+/// The caller's context: `_meta` first, then HTTP headers; a new root when neither is valid.
+pub(crate) fn incoming_context<R: RequestParts>(req: &R, sample_ratio: f64) -> TraceContext {
+    if let Some(msg) = req.message() {
+        if let Some(parent) = msg.meta_traceparent().and_then(TraceParent::parse) {
+            let value = |v: Option<&str>| v.and_then(|s| HeaderValue::from_str(s).ok());
+            return TraceContext::child_of(
+                &parent,
+                value(msg.meta_tracestate()),
+                value(msg.meta_baggage()),
+            );
+        }
+    }
+    if let Some(headers) = req.headers() {
+        let parent = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceParent::parse);
+        if let Some(parent) = parent {
+            return TraceContext::child_of(
+                &parent,
+                headers.get("tracestate").cloned(),
+                headers.get("baggage").cloned(),
+            );
+        }
+    }
+    TraceContext::root(sample_ratio)
+}
+
+fn header<'a, R: RequestParts>(req: &'a R, name: &str) -> Option<&'a str> {
+    req.headers()?.get(name)?.to_str().ok()
+}
+
+impl<S, Req> Service<Req> for Trace<S>
+where
+    S: Service<Req>,
+    S::Response: ResponseParts,
+    S::Error: Into<BoxError>,
+    Req: RequestParts,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Req) -> Self::Future {
+        let ctx = incoming_context(&req, self.sample_ratio);
+        let msg = req.message();
+        let span = tracing::info_span!(
+            "mcp.server",
+            otel.kind = "server",
+            trace_id = %ctx.trace_id,
+            span_id = %ctx.span_id,
+            parent_span_id = ctx.parent_span_id.map(tracing::field::display),
+            mcp.method.name = msg.and_then(|m| m.method_name()),
+            jsonrpc.request.id = msg.and_then(|m| m.id_raw()),
+            gen_ai.tool.name = msg.and_then(|m| m.tool_name()),
+            mcp.session.id = header(&req, "mcp-session-id"),
+            mcp.protocol.version = header(&req, "mcp-protocol-version"),
+            network.transport = "tcp",
+            error.type = Empty,
+        );
+        req.extensions_mut().insert(ctx);
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        ResponseFuture::new(future, span)
+    }
+}

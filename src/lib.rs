@@ -1,0 +1,5 @@
+//! mcp-gateway: puts MCP servers behind one observable endpoint.
+//!
+//! The reusable Tower layers live in the [`layers`] crate (`mcp-gateway-layers`).
+
+pub use mcp_gateway_layers as layers;

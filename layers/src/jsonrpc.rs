@@ -136,6 +136,11 @@ pub enum PeekError {
     Parse(String),
     /// JSON, but not a JSON-RPC 2.0 message (-32600).
     Invalid(&'static str),
+    /// Larger than the configured limit (HTTP 413, -32600).
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
 }
 
 impl PeekError {
@@ -145,6 +150,11 @@ impl PeekError {
             PeekError::Parse(_) => ErrorClass::new(ErrorType::Parse, Component::Client),
             PeekError::Invalid(_) => ErrorClass::new(ErrorType::Validation, Component::Client)
                 .with_jsonrpc_code(code::INVALID_REQUEST),
+            PeekError::TooLarge { .. } => {
+                let mut class = ErrorClass::new(ErrorType::Validation, Component::Client);
+                class.http_status = http::StatusCode::PAYLOAD_TOO_LARGE;
+                class
+            }
         }
     }
 }
@@ -154,6 +164,7 @@ impl fmt::Display for PeekError {
         match self {
             PeekError::Parse(e) => write!(f, "invalid JSON: {e}"),
             PeekError::Invalid(why) => write!(f, "invalid JSON-RPC message: {why}"),
+            PeekError::TooLarge { limit } => write!(f, "message larger than {limit} bytes"),
         }
     }
 }

@@ -12,8 +12,10 @@
 //! | [`metrics::MetricsLayer`] | [`metrics`] | request counters and latency histograms with exemplars |
 //! | [`limit::InFlightLimitLayer`], [`limit::ConnectionLimiter`] | [`limit`] | in-flight and connection limits that shed load |
 //! | [`trace::TraceLayer`], [`trace::PropagateTraceLayer`] | [`trace`] | W3C trace context in headers and `params._meta` |
+//! | [`peek::PeekJsonRpcLayer`] | [`peek`] | reads an HTTP body as one JSON-RPC message for the layers above |
 //!
-//! A typical stack, outermost first: trace, metrics, edge, retry, classify, in-flight limit.
+//! A typical HTTP stack, outermost first: peek, trace, metrics, edge, retry, classify,
+//! in-flight limit; `examples/stack_layers.rs` builds it.
 
 #![warn(missing_docs)]
 #![deny(unreachable_pub)]
@@ -24,6 +26,7 @@ pub mod jsonrpc;
 pub mod limit;
 pub mod metrics;
 pub mod parts;
+pub mod peek;
 pub mod retry;
 pub mod sse;
 pub mod trace;

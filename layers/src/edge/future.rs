@@ -15,7 +15,8 @@ pin_project! {
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: F,
+        inner: Option<F>,
+        rejected: Option<BoxError>,
         id: Option<Bytes>,
         trace_id: Option<TraceId>,
     }
@@ -24,8 +25,18 @@ pin_project! {
 impl<F> ResponseFuture<F> {
     pub(super) fn new(inner: F, id: Option<Bytes>, trace_id: Option<TraceId>) -> Self {
         ResponseFuture {
-            inner,
+            inner: Some(inner),
+            rejected: None,
             id,
+            trace_id,
+        }
+    }
+
+    pub(super) fn rejected(error: BoxError, trace_id: Option<TraceId>) -> Self {
+        ResponseFuture {
+            inner: None,
+            rejected: Some(error),
+            id: None,
             trace_id,
         }
     }
@@ -41,7 +52,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        Poll::Ready(Ok(match ready!(this.inner.poll(cx)) {
+        let result = match (this.inner.as_pin_mut(), this.rejected.take()) {
+            (Some(inner), _) => ready!(inner.poll(cx)).map_err(Into::into),
+            (None, Some(rejected)) => Err(rejected),
+            (None, None) => panic!("ResponseFuture polled after completion"),
+        };
+        Poll::Ready(Ok(match result {
             Ok(resp) => resp,
             Err(e) => {
                 let e: BoxError = e.into();

@@ -7,7 +7,7 @@ use tower::{BoxError, Service};
 
 use super::ResponseFuture;
 use crate::classify::{Classification, ErrorBody, ErrorClass, Verdict, code};
-use crate::jsonrpc::Message;
+use crate::jsonrpc::{Message, PeekError};
 use crate::parts::{JsonRpcResponse, RequestParts};
 use crate::trace::{TraceContext, TraceId};
 
@@ -113,6 +113,10 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let id = req.message().and_then(|m| m.id_bytes());
         let trace_id = req.extensions().get::<TraceContext>().map(|c| c.trace_id);
+        // A request that could not be read is answered here; the service never sees it.
+        if let Some(invalid) = req.extensions().get::<PeekError>() {
+            return ResponseFuture::rejected(Box::new(invalid.clone()), trace_id);
+        }
         ResponseFuture::new(self.inner.call(req), id, trace_id)
     }
 }

@@ -32,12 +32,14 @@
 //! ```
 
 mod body;
+mod exposition;
 mod future;
 mod layer;
 mod registry;
 mod service;
 
 pub use body::MetricsBody;
+pub use exposition::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE, render};
 pub use future::ResponseFuture;
 pub use layer::MetricsLayer;
 pub use registry::{GatewayMetrics, LATENCY_BUCKETS, RecoveryMechanism};

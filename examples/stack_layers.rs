@@ -155,9 +155,10 @@ pub async fn serve(
         .layer(TraceLayer::new())
         .layer(MetricsLayer::new(metrics.clone()))
         .layer(ErrorResponseLayer::new())
+        // Above retry: a shed request is answered at once, never re-queued by a retry.
+        .layer(InFlightLimitLayer::new(limits.max_in_flight, limit_metrics))
         .layer(RetryLayer::new(RetryPolicy::new().metrics(metrics)))
         .layer(ClassifyLayer::new())
-        .layer(InFlightLimitLayer::new(limits.max_in_flight, limit_metrics))
         .service(tower::service_fn(move |req| app(req, flaky.clone())));
     let stack: tower::util::BoxCloneService<
         http::Request<Incoming>,

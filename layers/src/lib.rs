@@ -14,8 +14,9 @@
 //! | [`trace::TraceLayer`], [`trace::PropagateTraceLayer`] | [`trace`] | W3C trace context in headers and `params._meta` |
 //! | [`peek::PeekJsonRpcLayer`] | [`peek`] | reads an HTTP body as one JSON-RPC message for the layers above |
 //!
-//! A typical HTTP stack, outermost first: peek, trace, metrics, edge, retry, classify,
-//! in-flight limit; `examples/stack_layers.rs` builds it.
+//! A typical HTTP stack, outermost first: peek, trace, metrics, edge, in-flight limit, retry,
+//! classify; `examples/stack_layers.rs` builds it. The in-flight limit sits above retry so that
+//! shed requests are answered at once instead of being queued by retries.
 
 #![warn(missing_docs)]
 #![deny(unreachable_pub)]

@@ -333,7 +333,7 @@ async fn every_layer_counts_exactly_what_happened() {
     let exemplar_of = |method: &str| {
         open.lines()
             .filter(|l| {
-                l.starts_with(&format!("gateway_request_duration_seconds_bucket{{le="))
+                l.starts_with("gateway_request_duration_seconds_bucket{le=")
                     && l.contains(&format!("method=\"{method}\""))
             })
             .find_map(|l| {

@@ -504,11 +504,20 @@ fn push_json_string(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-/// Writes a value in place of a member's old value (`None` when the member is new).
-type WriteValue<'a> = &'a dyn Fn(&mut Vec<u8>, Option<&str>);
+/// The new value of an object member.
+enum NewValue<'a> {
+    /// A JSON string.
+    String(&'a str),
+    /// An object written from the member's old value (`None` when the member is new).
+    Object(&'a dyn Fn(&mut Vec<u8>, Option<&str>)),
+}
 
 /// Writes `object` with the members in `set` written anew, every other member's bytes kept.
-fn write_object(out: &mut Vec<u8>, object: Option<&str>, set: &[(&str, WriteValue<'_>)]) {
+fn write_object(out: &mut Vec<u8>, object: Option<&str>, set: &[(&str, NewValue<'_>)]) {
+    let write = |out: &mut Vec<u8>, value: &NewValue<'_>, old: Option<&str>| match value {
+        NewValue::String(s) => push_json_string(out, s),
+        NewValue::Object(f) => f(out, old),
+    };
     let mut done = vec![false; set.len()];
     out.push(b'{');
     let empty = out.len();
@@ -524,19 +533,19 @@ fn write_object(out: &mut Vec<u8>, object: Option<&str>, set: &[(&str, WriteValu
         match set.iter().position(|(key, _)| *key == k) {
             Some(i) => {
                 done[i] = true;
-                (set[i].1)(out, Some(v.get()));
+                write(out, &set[i].1, Some(v.get()));
             }
             None => out.extend_from_slice(v.get().as_bytes()),
         }
     }
-    for ((key, write), done) in set.iter().zip(done) {
+    for ((key, value), done) in set.iter().zip(done) {
         if !done {
             if out.len() > empty {
                 out.push(b',');
             }
             push_json_string(out, key);
             out.push(b':');
-            write(out, None);
+            write(out, value, None);
         }
     }
     out.push(b'}');
@@ -546,23 +555,20 @@ fn rewrite_meta(raw: &[u8], members: &[(&str, &str)]) -> Bytes {
     let Ok(text) = std::str::from_utf8(raw) else {
         return Bytes::copy_from_slice(raw);
     };
-    let writers: Vec<Box<dyn Fn(&mut Vec<u8>, Option<&str>)>> = members
+    let meta_set: Vec<(&str, NewValue<'_>)> = members
         .iter()
-        .map(|(_, v)| {
-            Box::new(move |o: &mut Vec<u8>, _: Option<&str>| push_json_string(o, v)) as Box<_>
-        })
-        .collect();
-    let meta_set: Vec<(&str, WriteValue<'_>)> = members
-        .iter()
-        .zip(&writers)
-        .map(|((k, _), w)| (*k, &**w as WriteValue<'_>))
+        .map(|(k, v)| (*k, NewValue::String(v)))
         .collect();
     let write_meta = |out: &mut Vec<u8>, meta: Option<&str>| write_object(out, meta, &meta_set);
     let write_params = |out: &mut Vec<u8>, params: Option<&str>| {
-        write_object(out, params, &[("_meta", &write_meta)]);
+        write_object(out, params, &[("_meta", NewValue::Object(&write_meta))]);
     };
     let mut out = Vec::with_capacity(raw.len() + 128);
-    write_object(&mut out, Some(text), &[("params", &write_params)]);
+    write_object(
+        &mut out,
+        Some(text),
+        &[("params", NewValue::Object(&write_params))],
+    );
     Bytes::from(out)
 }
 

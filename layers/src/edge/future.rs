@@ -60,7 +60,6 @@ where
         Poll::Ready(Ok(match result {
             Ok(resp) => resp,
             Err(e) => {
-                let e: BoxError = e.into();
                 let class = classify_error(&*e);
                 tracing::debug!(error = %e, error_type = class.error_type.as_str(), "error answered at the edge");
                 let id = this.id.as_ref().and_then(|b| std::str::from_utf8(b).ok());

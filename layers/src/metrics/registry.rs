@@ -118,9 +118,7 @@ impl GatewayMetrics {
                 HistogramWithExemplars::new(LATENCY_BUCKETS.into_iter())
             }),
             errors: Family::default(),
-            error_duration: Family::new_with_constructor(|| {
-                Histogram::new(LATENCY_BUCKETS.into_iter())
-            }),
+            error_duration: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
             in_flight: Gauge::default(),
             recovery: Family::default(),
         };

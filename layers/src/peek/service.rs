@@ -53,7 +53,7 @@ where
                 Err(e) => return Err(e),
             };
             let bytes = bytes.unwrap_or_default();
-            if !parts.extensions.get::<PeekError>().is_some() {
+            if parts.extensions.get::<PeekError>().is_none() {
                 match Message::parse(bytes.clone()) {
                     Ok(msg) => {
                         parts.extensions.insert(msg);

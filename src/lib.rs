@@ -3,3 +3,8 @@
 //! The reusable Tower layers live in the [`layers`] crate (`mcp-gateway-layers`).
 
 pub use mcp_gateway_layers as layers;
+
+pub mod backend;
+pub mod config;
+pub mod demo;
+pub mod mcp;

@@ -446,6 +446,37 @@ impl Message {
         }
     }
 
+    /// A copy with the id replaced by `raw_id` (raw JSON: `7` or `"abc"`), every other byte kept.
+    /// Messages without an id are returned unchanged.
+    pub fn with_id(&self, raw_id: &str) -> Message {
+        let Some(range) = self.id.clone() else {
+            return self.clone();
+        };
+        let mut out = Vec::with_capacity(self.raw.len() + raw_id.len());
+        out.extend_from_slice(&self.raw[..range.start]);
+        out.extend_from_slice(raw_id.as_bytes());
+        out.extend_from_slice(&self.raw[range.end..]);
+        // Only the id token changed; a valid id keeps the message valid.
+        Message::parse(Bytes::from(out)).unwrap_or_else(|_| self.clone())
+    }
+
+    /// A copy with `params.{key}` set to the raw JSON `raw_value`, every other byte kept.
+    pub fn with_param(&self, key: &str, raw_value: &str) -> Message {
+        let Ok(text) = std::str::from_utf8(&self.raw) else {
+            return self.clone();
+        };
+        let write_params = |out: &mut Vec<u8>, params: Option<&str>| {
+            write_object(out, params, &[(key, NewValue::Raw(raw_value))]);
+        };
+        let mut out = Vec::with_capacity(self.raw.len() + raw_value.len() + 16);
+        write_object(
+            &mut out,
+            Some(text),
+            &[("params", NewValue::Object(&write_params))],
+        );
+        Message::parse(Bytes::from(out)).unwrap_or_else(|_| self.clone())
+    }
+
     /// A copy with `params._meta` members set (added or replaced), every other byte kept.
     /// Requests and notifications only; others are returned unchanged.
     pub fn with_meta(&self, members: &[(&str, &str)]) -> Message {
@@ -508,6 +539,8 @@ fn push_json_string(out: &mut Vec<u8>, s: &str) {
 enum NewValue<'a> {
     /// A JSON string.
     String(&'a str),
+    /// Raw JSON, written as it is.
+    Raw(&'a str),
     /// An object written from the member's old value (`None` when the member is new).
     Object(&'a dyn Fn(&mut Vec<u8>, Option<&str>)),
 }
@@ -516,6 +549,7 @@ enum NewValue<'a> {
 fn write_object(out: &mut Vec<u8>, object: Option<&str>, set: &[(&str, NewValue<'_>)]) {
     let write = |out: &mut Vec<u8>, value: &NewValue<'_>, old: Option<&str>| match value {
         NewValue::String(s) => push_json_string(out, s),
+        NewValue::Raw(r) => out.extend_from_slice(r.as_bytes()),
         NewValue::Object(f) => f(out, old),
     };
     let mut done = vec![false; set.len()];
@@ -549,6 +583,24 @@ fn write_object(out: &mut Vec<u8>, object: Option<&str>, set: &[(&str, NewValue<
         }
     }
     out.push(b'}');
+}
+
+/// Sets members of a raw JSON object (values given as raw JSON), keeping every other member's
+/// bytes and order; `None` if `object` is not a JSON object.
+///
+/// ```
+/// let out = mcp_gateway_layers::jsonrpc::set_members(r#"{"name":"echo","x":[1, 2]}"#, &[("name", r#""demo__echo""#)]);
+/// assert_eq!(out.as_deref(), Some(r#"{"name":"demo__echo","x":[1, 2]}"#));
+/// ```
+pub fn set_members(object: &str, members: &[(&str, &str)]) -> Option<String> {
+    object_members(object)?;
+    let set: Vec<(&str, NewValue<'_>)> = members
+        .iter()
+        .map(|(k, v)| (*k, NewValue::Raw(v)))
+        .collect();
+    let mut out = Vec::with_capacity(object.len() + 32);
+    write_object(&mut out, Some(object), &set);
+    String::from_utf8(out).ok()
 }
 
 fn rewrite_meta(raw: &[u8], members: &[(&str, &str)]) -> Bytes {
@@ -654,6 +706,23 @@ mod tests {
                 "{input:?}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn with_id_and_with_param_keep_every_other_byte() {
+        let m = parse(r#"{"jsonrpc":"2.0", "id" : "client-1","method":"tools/call","params":{"name":"demo__echo","arguments":{"b":1,"a":2}}}"#).unwrap();
+        let with_id = m.with_id("17");
+        assert_eq!(
+            std::str::from_utf8(with_id.raw()).unwrap(),
+            r#"{"jsonrpc":"2.0", "id" : 17,"method":"tools/call","params":{"name":"demo__echo","arguments":{"b":1,"a":2}}}"#
+        );
+        // The objects on the path to the edited member are re-punctuated; member values keep their bytes.
+        let out = with_id.with_param("name", r#""echo""#);
+        assert_eq!(
+            std::str::from_utf8(out.raw()).unwrap(),
+            r#"{"jsonrpc":"2.0","id":17,"method":"tools/call","params":{"name":"echo","arguments":{"b":1,"a":2}}}"#
+        );
+        assert_eq!((out.id_raw(), out.tool_name()), (Some("17"), Some("echo")));
     }
 
     #[test]

@@ -1,0 +1,546 @@
+//! One backend connection as the proxy sees it: calls with rewritten ids, matched answers,
+//! timeouts, and a supervisor that restarts or reconnects.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mcp_gateway_layers::classify::{Component, ErrorClass, ErrorType, GatewayError};
+use mcp_gateway_layers::jsonrpc::{Kind, Message};
+use mcp_gateway_layers::metrics::{GatewayMetrics, RecoveryMechanism};
+use mcp_gateway_layers::parts::Namespace;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{Connector, Inbound, Pipe};
+use crate::config::{BackendConfig, BackendTransport};
+
+/// A message a backend sent on its own: a request to the client (sampling, elicitation,
+/// roots) or a notification.
+#[derive(Debug)]
+pub enum BackendEvent {
+    /// A server-initiated request from the backend at this index.
+    Request(usize, Message),
+    /// A notification from the backend at this index.
+    Notification(usize, Message),
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: Namespace,
+    backend_type: &'static str,
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendNameLabels {
+    backend: Namespace,
+    backend_type: &'static str,
+}
+
+/// Backend metrics: requests by outcome, connections up, process restarts, protocol errors.
+#[derive(Debug, Clone)]
+pub struct BackendMetrics {
+    requests: Family<BackendLabels, Counter>,
+    up: Family<BackendNameLabels, Gauge>,
+    restarts: Family<BackendNameLabels, Counter>,
+    garbage: Family<BackendNameLabels, Counter>,
+    gateway: GatewayMetrics,
+}
+
+impl BackendMetrics {
+    /// Registers the backend metrics.
+    pub fn register(registry: &mut Registry, gateway: GatewayMetrics) -> Self {
+        let m = BackendMetrics {
+            requests: Family::default(),
+            up: Family::default(),
+            restarts: Family::default(),
+            garbage: Family::default(),
+            gateway,
+        };
+        registry.register(
+            "gateway_backend_requests",
+            "Requests sent to backends, by backend, backend type and outcome (ok or the error type)",
+            m.requests.clone(),
+        );
+        registry.register(
+            "gateway_backend_up",
+            "Backend connections (or processes) up now",
+            m.up.clone(),
+        );
+        registry.register(
+            "gateway_backend_restarts",
+            "Backend processes restarted and connections re-made after a failure",
+            m.restarts.clone(),
+        );
+        registry.register(
+            "gateway_backend_protocol_errors",
+            "Lines or messages from a backend that were not JSON-RPC",
+            m.garbage.clone(),
+        );
+        m
+    }
+}
+
+/// Where the connection stands.
+#[derive(Debug, Clone)]
+enum Link {
+    Connecting,
+    Up(mpsc::Sender<Bytes>),
+    Down(Arc<str>),
+}
+
+type Reply = Result<Message, GatewayError>;
+
+struct Shared {
+    namespace: Namespace,
+    index: usize,
+    transport: BackendTransport,
+    timeout: Duration,
+    link: watch::Sender<Link>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    next_id: AtomicU64,
+    /// The client's `initialize` and whether `notifications/initialized` followed: replayed
+    /// after a restart so the new process is in the same state.
+    handshake: Mutex<(Option<Message>, bool)>,
+    metrics: BackendMetrics,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A supervised connection to one backend, for one session (or shared by all).
+#[derive(Clone)]
+pub struct BackendClient {
+    shared: Arc<Shared>,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+impl std::fmt::Debug for BackendClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendClient")
+            .field("namespace", &self.shared.namespace)
+            .finish()
+    }
+}
+
+fn unavailable(message: String, reached: bool) -> GatewayError {
+    let class = ErrorClass::new(ErrorType::Unavailable, Component::Transport);
+    GatewayError::new(if reached { class } else { class.not_sent() }, message)
+}
+
+impl BackendClient {
+    /// Starts the supervisor for backend `index` of the session; events go to `events`.
+    pub fn start(
+        index: usize,
+        config: &BackendConfig,
+        connector: Arc<dyn Connector>,
+        events: mpsc::Sender<BackendEvent>,
+        metrics: BackendMetrics,
+    ) -> BackendClient {
+        let (link, _) = watch::channel(Link::Connecting);
+        let shared = Arc::new(Shared {
+            namespace: Namespace::new(&config.namespace),
+            index,
+            transport: config.transport,
+            timeout: config.timeout(),
+            link,
+            pending: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            handshake: Mutex::default(),
+            metrics,
+        });
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(supervise(
+            shared.clone(),
+            connector,
+            events,
+            config.restart.clone(),
+            stopped,
+        ));
+        BackendClient {
+            shared,
+            stop: Arc::new(stop),
+        }
+    }
+
+    /// The backend's namespace.
+    pub fn namespace(&self) -> &Namespace {
+        &self.shared.namespace
+    }
+
+    /// A fresh id for the next request to this backend.
+    pub fn next_id(&self) -> u64 {
+        self.shared.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    async fn sender(&self) -> Result<mpsc::Sender<Bytes>, GatewayError> {
+        let mut link = self.shared.link.subscribe();
+        let wait = async {
+            loop {
+                match &*link.borrow_and_update() {
+                    Link::Up(tx) => return Ok(tx.clone()),
+                    Link::Down(why) => {
+                        return Err(unavailable(
+                            format!("backend {} is down: {why}", self.shared.namespace.as_str()),
+                            false,
+                        ));
+                    }
+                    Link::Connecting => {}
+                }
+                if link.changed().await.is_err() {
+                    return Err(unavailable(
+                        format!("backend {} stopped", self.shared.namespace.as_str()),
+                        false,
+                    ));
+                }
+            }
+        };
+        match tokio::time::timeout(self.shared.timeout, wait).await {
+            Ok(result) => result,
+            Err(_) => Err(unavailable(
+                format!(
+                    "backend {} did not come up in time",
+                    self.shared.namespace.as_str()
+                ),
+                false,
+            )),
+        }
+    }
+
+    /// Sends a request under the gateway's id `id` and waits for the answer, whose id is put
+    /// back to the request's own. Dropping the future cancels the call at the backend.
+    pub async fn call(&self, id: u64, request: &Message) -> Reply {
+        let result = self.call_inner(id, request).await;
+        let status = match &result {
+            Ok(resp) => resp
+                .failure_class(Component::Backend)
+                .map_or("ok", |c| c.error_type.as_str()),
+            Err(e) => e.class().error_type.as_str(),
+        };
+        self.shared
+            .metrics
+            .requests
+            .get_or_create(&BackendLabels {
+                backend: self.shared.namespace.clone(),
+                backend_type: self.shared.transport.as_str(),
+                status,
+            })
+            .inc();
+        result
+    }
+
+    async fn call_inner(&self, id: u64, request: &Message) -> Reply {
+        let tx = self.sender().await?;
+        let outgoing = request.with_id(&id.to_string());
+        if request.method_name() == Some("initialize") {
+            lock(&self.shared.handshake).0 = Some(request.clone());
+        }
+        let (reply_tx, reply_rx) = oneshot::channel();
+        lock(&self.shared.pending).insert(id, reply_tx);
+        let mut guard = CancelOnDrop {
+            client: self,
+            id,
+            tx: tx.clone(),
+            armed: true,
+        };
+        if tx.send(outgoing.into_raw()).await.is_err() {
+            guard.armed = false;
+            lock(&self.shared.pending).remove(&id);
+            return Err(unavailable(
+                format!("backend {} connection lost", self.shared.namespace.as_str()),
+                false,
+            ));
+        }
+        let answer = match tokio::time::timeout(self.shared.timeout, reply_rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(unavailable(
+                format!("backend {} connection lost", self.shared.namespace.as_str()),
+                true,
+            )),
+            Err(_) => {
+                // The guard cancels the call at the backend.
+                return Err(GatewayError::new(
+                    ErrorClass::new(ErrorType::Timeout, Component::Backend),
+                    format!(
+                        "backend {} did not answer within {} s",
+                        self.shared.namespace.as_str(),
+                        self.shared.timeout.as_secs()
+                    ),
+                ));
+            }
+        };
+        guard.armed = false;
+        let resp = answer?;
+        Ok(match request.id_raw() {
+            Some(original) => resp.with_id(original),
+            None => resp,
+        })
+    }
+
+    /// Sends a notification or a response to the backend.
+    pub async fn send(&self, message: &Message) -> Result<(), GatewayError> {
+        if message.method_name() == Some("notifications/initialized") {
+            lock(&self.shared.handshake).1 = true;
+        }
+        let tx = self.sender().await?;
+        tx.send(message.raw().clone()).await.map_err(|_| {
+            unavailable(
+                format!("backend {} connection lost", self.shared.namespace.as_str()),
+                false,
+            )
+        })
+    }
+
+    /// Whether the connection is up now.
+    pub fn is_up(&self) -> bool {
+        matches!(&*self.shared.link.borrow(), Link::Up(_))
+    }
+
+    /// Stops the backend: a stdio process gets stdin closed, then SIGTERM, then SIGKILL.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Cancels a call at the backend when its caller goes away (or it times out) before the answer.
+struct CancelOnDrop<'a> {
+    client: &'a BackendClient,
+    id: u64,
+    tx: mpsc::Sender<Bytes>,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if lock(&self.client.shared.pending).remove(&self.id).is_some() {
+            let note = format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{},"reason":"the gateway's caller went away or timed out"}}}}"#,
+                self.id
+            );
+            let _ = self.tx.try_send(Bytes::from(note));
+        }
+    }
+}
+
+fn fail_pending(shared: &Shared, why: &str) {
+    let pending: Vec<_> = lock(&shared.pending).drain().collect();
+    for (_, reply) in pending {
+        let _ = reply.send(Err(unavailable(
+            format!("backend {} {why}", shared.namespace.as_str()),
+            true,
+        )));
+    }
+}
+
+/// Delivers one message from the backend: answers to their calls, the rest to the session.
+async fn deliver(shared: &Shared, events: &mpsc::Sender<BackendEvent>, inbound: Inbound) {
+    match inbound {
+        Inbound::Message(msg) => match msg.kind() {
+            Kind::Response | Kind::Error => {
+                let waiter = msg
+                    .id_raw()
+                    .and_then(|id| id.parse::<u64>().ok())
+                    .and_then(|id| lock(&shared.pending).remove(&id));
+                match waiter {
+                    Some(waiter) => {
+                        let _ = waiter.send(Ok(msg));
+                    }
+                    None => {
+                        tracing::debug!(backend = %shared.namespace.as_str(), id = msg.id_raw(), "answer to no pending call dropped")
+                    }
+                }
+            }
+            Kind::Request => {
+                let _ = events.send(BackendEvent::Request(shared.index, msg)).await;
+            }
+            Kind::Notification => {
+                let _ = events
+                    .send(BackendEvent::Notification(shared.index, msg))
+                    .await;
+            }
+        },
+        Inbound::Garbage(why) => {
+            shared
+                .metrics
+                .garbage
+                .get_or_create(&BackendNameLabels {
+                    backend: shared.namespace.clone(),
+                    backend_type: shared.transport.as_str(),
+                })
+                .inc();
+            tracing::warn!(backend = %shared.namespace.as_str(), error_type = "backend_protocol", reason = %why, "backend sent something that is not JSON-RPC; dropped");
+        }
+    }
+}
+
+/// Replays the session's handshake on a fresh connection before anyone else may use it.
+async fn replay_handshake(
+    shared: &Shared,
+    pipe: &mut Pipe,
+    events: &mpsc::Sender<BackendEvent>,
+) -> Result<(), String> {
+    let (initialize, initialized) = lock(&shared.handshake).clone();
+    let Some(initialize) = initialize else {
+        return Ok(());
+    };
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    pipe.tx
+        .send(initialize.with_id(&id.to_string()).into_raw())
+        .await
+        .map_err(|_| "closed during the handshake")?;
+    let answered = async {
+        while let Some(inbound) = pipe.rx.recv().await {
+            if let Inbound::Message(msg) = &inbound {
+                if matches!(msg.kind(), Kind::Response | Kind::Error)
+                    && msg.id_raw() == Some(id.to_string().as_str())
+                {
+                    return Ok(());
+                }
+            }
+            deliver(shared, events, inbound).await;
+        }
+        Err("closed during the handshake")
+    };
+    tokio::time::timeout(shared.timeout, answered)
+        .await
+        .map_err(|_| "no answer to initialize")??;
+    if initialized {
+        let note = Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        pipe.tx
+            .send(note)
+            .await
+            .map_err(|_| "closed during the handshake")?;
+    }
+    Ok(())
+}
+
+async fn supervise(
+    shared: Arc<Shared>,
+    connector: Arc<dyn Connector>,
+    events: mpsc::Sender<BackendEvent>,
+    restart: crate::config::RestartConfig,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let labels = BackendNameLabels {
+        backend: shared.namespace.clone(),
+        backend_type: shared.transport.as_str(),
+    };
+    let mut failures: VecDeque<Instant> = VecDeque::new();
+    let mut backoff = Duration::from_millis(restart.backoff_initial_ms);
+    let mut first = true;
+    loop {
+        if *stopped.borrow() {
+            break;
+        }
+        let connected = tokio::select! {
+            c = connector.connect() => c,
+            _ = stopped.changed() => break,
+        };
+        match connected {
+            Ok(mut pipe) => {
+                let replayed = if first {
+                    Ok(())
+                } else {
+                    replay_handshake(&shared, &mut pipe, &events).await
+                };
+                match replayed {
+                    Ok(()) => {
+                        if !first {
+                            shared.metrics.restarts.get_or_create(&labels).inc();
+                            let mechanism = match shared.transport {
+                                BackendTransport::Stdio => RecoveryMechanism::Restart,
+                                _ => RecoveryMechanism::Reconnect,
+                            };
+                            shared
+                                .metrics
+                                .gateway
+                                .record_recovery(ErrorType::Unavailable, mechanism);
+                            tracing::info!(backend = %shared.namespace.as_str(), "backend recovered");
+                        }
+                        first = false;
+                        let up_since = Instant::now();
+                        shared.link.send_replace(Link::Up(pipe.tx.clone()));
+                        shared.metrics.up.get_or_create(&labels).inc();
+                        let stop_requested = loop {
+                            tokio::select! {
+                                next = pipe.rx.recv() => match next {
+                                    Some(inbound) => deliver(&shared, &events, inbound).await,
+                                    None => break false,
+                                },
+                                _ = stopped.changed() => break true,
+                            }
+                        };
+                        shared.metrics.up.get_or_create(&labels).dec();
+                        shared.link.send_replace(Link::Connecting);
+                        drop(pipe);
+                        fail_pending(&shared, "connection lost");
+                        if stop_requested {
+                            break;
+                        }
+                        // A connection that stayed up a whole window earns a fresh backoff.
+                        if up_since.elapsed() > Duration::from_secs(restart.window_secs) {
+                            backoff = Duration::from_millis(restart.backoff_initial_ms);
+                        }
+                        tracing::warn!(backend = %shared.namespace.as_str(), "backend connection lost; restarting");
+                    }
+                    Err(why) => {
+                        tracing::warn!(backend = %shared.namespace.as_str(), reason = why, "backend handshake replay failed")
+                    }
+                }
+            }
+            Err(why) => {
+                tracing::warn!(backend = %shared.namespace.as_str(), reason = %why, "backend connect failed");
+                if first {
+                    shared
+                        .link
+                        .send_replace(Link::Down(Arc::from(why.as_str())));
+                }
+            }
+        }
+        let now = Instant::now();
+        failures.push_back(now);
+        while failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(restart.window_secs))
+        {
+            failures.pop_front();
+        }
+        if failures.len() > restart.max_restarts as usize {
+            let why = format!(
+                "{} failures within {} s (crash loop)",
+                failures.len(),
+                restart.window_secs
+            );
+            tracing::error!(backend = %shared.namespace.as_str(), reason = %why, "backend marked down");
+            shared
+                .link
+                .send_replace(Link::Down(Arc::from(why.as_str())));
+            fail_pending(&shared, "is down");
+            break;
+        }
+        let jittered = backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
+        tokio::select! {
+            () = tokio::time::sleep(jittered) => {}
+            _ = stopped.changed() => break,
+        }
+        backoff = (backoff * 2).min(Duration::from_millis(restart.backoff_max_ms));
+        if first {
+            shared.link.send_replace(Link::Connecting);
+        }
+    }
+    if !matches!(&*shared.link.borrow(), Link::Down(_)) {
+        shared.link.send_replace(Link::Down(Arc::from("stopped")));
+    }
+    fail_pending(&shared, "stopped");
+}

@@ -1,0 +1,84 @@
+//! Backends: each transport turns a connection into a [`Pipe`] of raw messages; a
+//! [`BackendClient`] sits on the pipe, rewrites request ids so that many clients' ids never
+//! collide, matches answers to calls, times calls out, and keeps the pipe up: a stdio process is
+//! restarted, a network connection re-made, with exponential backoff and jitter, until too many
+//! failures in a window mark the backend down (crash-loop protection).
+
+mod client;
+mod sse;
+mod stdio;
+mod streamable_http;
+mod websocket;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mcp_gateway_layers::jsonrpc::Message;
+use tokio::sync::mpsc;
+
+pub use client::{BackendClient, BackendEvent, BackendMetrics};
+
+use crate::config::{BackendConfig, BackendTransport};
+use crate::mcp::BoxFuture;
+
+/// What came from a backend.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A JSON-RPC message.
+    Message(Message),
+    /// Something that is not one (logged and counted as a backend protocol error).
+    Garbage(String),
+}
+
+/// A live connection to a backend: raw messages out, messages in. The connection ends when
+/// `rx` ends; dropping `tx` asks it to end (a stdio process is stopped gracefully).
+#[derive(Debug)]
+pub struct Pipe {
+    /// Messages to the backend.
+    pub tx: mpsc::Sender<Bytes>,
+    /// Messages from the backend.
+    pub rx: mpsc::Receiver<Inbound>,
+}
+
+/// Makes connections to one backend.
+pub trait Connector: Send + Sync + 'static {
+    /// Connects (spawns the process, opens the connection).
+    fn connect(&self) -> BoxFuture<Result<Pipe, String>>;
+}
+
+/// What outbound HTTP requests may carry from the client.
+#[derive(Debug, Clone, Default)]
+pub struct Forwarded {
+    /// The client's `Authorization` header, when `forward_credentials` is on.
+    pub authorization: Option<http::HeaderValue>,
+}
+
+/// The connector for `config`.
+pub fn connector(
+    config: Arc<BackendConfig>,
+    max_message_bytes: usize,
+    forwarded: Forwarded,
+) -> Arc<dyn Connector> {
+    match config.transport {
+        BackendTransport::Stdio => Arc::new(stdio::StdioConnector::new(config, max_message_bytes)),
+        BackendTransport::StreamableHttp => Arc::new(
+            streamable_http::StreamableHttpConnector::new(config, max_message_bytes, forwarded),
+        ),
+        BackendTransport::Sse => {
+            Arc::new(sse::SseConnector::new(config, max_message_bytes, forwarded))
+        }
+        BackendTransport::Websocket => Arc::new(websocket::WebSocketConnector::new(
+            config,
+            max_message_bytes,
+            forwarded,
+        )),
+    }
+}
+
+/// Parses one message from a backend.
+fn inbound(raw: Bytes) -> Inbound {
+    match Message::parse(raw) {
+        Ok(msg) => Inbound::Message(msg),
+        Err(e) => Inbound::Garbage(e.to_string()),
+    }
+}

@@ -1,0 +1,323 @@
+//! MCP Streamable HTTP backends: each message is POSTed; answers come back as JSON or as an SSE
+//! stream; the session id and protocol version from `initialize` go on every later request; a
+//! GET stream carries the server's own messages; DELETE ends the session when the pipe closes.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use mcp_gateway_layers::classify::{Component, ErrorClass, classify_error};
+use mcp_gateway_layers::jsonrpc::{Kind, Message};
+use mcp_gateway_layers::sse::SseParser;
+use tokio::sync::mpsc;
+
+use super::{Connector, Forwarded, Inbound, Pipe, inbound};
+use crate::config::BackendConfig;
+use crate::mcp::{BoxFuture, class_error_response};
+
+pub(super) type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub(super) fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(64)
+        .build_http()
+}
+
+/// The configured headers plus a forwarded `Authorization`, ready to copy onto requests.
+pub(super) fn base_headers(config: &BackendConfig, forwarded: &Forwarded) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in &config.headers {
+        match (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            (Ok(name), Ok(value)) => {
+                headers.insert(name, value);
+            }
+            _ => {
+                tracing::warn!(backend = %config.namespace, header = %name, "invalid header in configuration skipped")
+            }
+        }
+    }
+    if let Some(auth) = &forwarded.authorization {
+        headers.insert(http::header::AUTHORIZATION, auth.clone());
+    }
+    headers
+}
+
+pub(super) struct StreamableHttpConnector {
+    config: Arc<BackendConfig>,
+    max_message_bytes: usize,
+    headers: HeaderMap,
+    client: HttpClient,
+}
+
+impl StreamableHttpConnector {
+    pub(super) fn new(
+        config: Arc<BackendConfig>,
+        max_message_bytes: usize,
+        forwarded: Forwarded,
+    ) -> Self {
+        let headers = base_headers(&config, &forwarded);
+        StreamableHttpConnector {
+            config,
+            max_message_bytes,
+            headers,
+            client: http_client(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct SessionState {
+    session_id: Option<HeaderValue>,
+    protocol_version: Option<HeaderValue>,
+}
+
+#[derive(Clone)]
+struct Link {
+    client: HttpClient,
+    url: Arc<str>,
+    headers: HeaderMap,
+    state: Arc<Mutex<SessionState>>,
+    incoming: mpsc::Sender<Inbound>,
+    max_message_bytes: usize,
+    namespace: Arc<str>,
+}
+
+impl Connector for StreamableHttpConnector {
+    fn connect(&self) -> BoxFuture<Result<Pipe, String>> {
+        let (tx, mut outgoing) = mpsc::channel::<Bytes>(256);
+        let (incoming, rx) = mpsc::channel::<Inbound>(256);
+        let link = Link {
+            client: self.client.clone(),
+            url: Arc::from(self.config.url.as_deref().unwrap_or_default()),
+            headers: self.headers.clone(),
+            state: Arc::default(),
+            incoming,
+            max_message_bytes: self.max_message_bytes,
+            namespace: Arc::from(self.config.namespace.as_str()),
+        };
+        tokio::spawn(async move {
+            let mut get_stream = None;
+            while let Some(raw) = outgoing.recv().await {
+                let Ok(msg) = Message::parse(raw) else {
+                    continue;
+                };
+                let opens_stream = msg.method_name() == Some("notifications/initialized");
+                let poster = link.clone();
+                // Each POST runs on its own so that a slow answer never holds up the others.
+                let posted = tokio::spawn(async move { poster.post(msg).await });
+                if opens_stream && get_stream.is_none() {
+                    let _ = posted.await;
+                    let listener = link.clone();
+                    get_stream = Some(tokio::spawn(async move { listener.listen().await }));
+                }
+                if link.incoming.is_closed() {
+                    break;
+                }
+            }
+            if let Some(task) = get_stream {
+                task.abort();
+            }
+            link.delete().await;
+        });
+        Box::pin(async move { Ok(Pipe { tx, rx }) })
+    }
+}
+
+impl Link {
+    fn request(&self, method: Method) -> http::request::Builder {
+        let mut req = Request::builder().method(method).uri(&*self.url);
+        if let Some(headers) = req.headers_mut() {
+            headers.extend(self.headers.clone());
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(id) = &state.session_id {
+                headers.insert("mcp-session-id", id.clone());
+            }
+            if let Some(version) = &state.protocol_version {
+                headers.insert("mcp-protocol-version", version.clone());
+            }
+        }
+        req
+    }
+
+    /// The answer to a request that failed before the backend could answer it.
+    async fn fail(&self, msg: &Message, class: ErrorClass, why: &str) {
+        tracing::warn!(backend = %self.namespace, error_type = class.error_type.as_str(), reason = why, "backend HTTP request failed");
+        if msg.kind() == Kind::Request {
+            let answer = class_error_response(msg.id_raw(), &class, why, None);
+            let _ = self.incoming.send(Inbound::Message(answer)).await;
+        }
+    }
+
+    async fn post(&self, msg: Message) {
+        let req = self
+            .request(Method::POST)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::ACCEPT, "application/json, text/event-stream")
+            .body(Full::new(msg.raw().clone()));
+        let Ok(req) = req else {
+            return self
+                .fail(
+                    &msg,
+                    ErrorClass::new(
+                        mcp_gateway_layers::classify::ErrorType::Internal,
+                        Component::Gateway,
+                    ),
+                    "invalid request",
+                )
+                .await;
+        };
+        let resp = match self.client.request(req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                return self
+                    .fail(&msg, classify_error(&e), "backend unreachable")
+                    .await;
+            }
+        };
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND
+            && self
+                .state
+                .lock()
+                .map(|s| s.session_id.is_some())
+                .unwrap_or(false)
+        {
+            // The backend forgot our session: end the pipe; the supervisor reconnects and re-initializes.
+            tracing::warn!(backend = %self.namespace, "backend session expired");
+            self.fail(
+                &msg,
+                ErrorClass::new(
+                    mcp_gateway_layers::classify::ErrorType::Unavailable,
+                    Component::Backend,
+                ),
+                "backend session expired",
+            )
+            .await;
+            return;
+        }
+        if let Some(class) = ErrorClass::from_http_status(status, Component::Backend) {
+            return self
+                .fail(&msg, class, &format!("backend answered HTTP {status}"))
+                .await;
+        }
+        if msg.method_name() == Some("initialize") {
+            if let Some(id) = resp.headers().get("mcp-session-id") {
+                self.state
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .session_id = Some(id.clone());
+            }
+        }
+        let is_sse = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if status == StatusCode::ACCEPTED || msg.kind() != Kind::Request && !is_sse {
+            return;
+        }
+        let is_initialize = msg.method_name() == Some("initialize");
+        if is_sse {
+            self.read_events(resp.into_body(), is_initialize).await;
+        } else {
+            match http_body_util::Limited::new(resp.into_body(), self.max_message_bytes)
+                .collect()
+                .await
+            {
+                Ok(body) => self.deliver(body.to_bytes(), is_initialize).await,
+                Err(e) => {
+                    self.fail(
+                        &msg,
+                        ErrorClass::new(
+                            mcp_gateway_layers::classify::ErrorType::BackendProtocol,
+                            Component::Backend,
+                        ),
+                        &format!("reading the answer failed: {e}"),
+                    )
+                    .await
+                }
+            }
+        }
+    }
+
+    async fn deliver(&self, raw: Bytes, is_initialize: bool) {
+        let parsed = inbound(raw);
+        if let (true, Inbound::Message(msg)) = (is_initialize, &parsed) {
+            if let Ok(value) = serde_json::from_slice::<serde_json::Value>(msg.raw()) {
+                if let Some(version) = value["result"]["protocolVersion"]
+                    .as_str()
+                    .and_then(|v| HeaderValue::from_str(v).ok())
+                {
+                    self.state
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .protocol_version = Some(version);
+                }
+            }
+        }
+        let _ = self.incoming.send(parsed).await;
+    }
+
+    async fn read_events(&self, mut body: hyper::body::Incoming, is_initialize: bool) {
+        let mut parser = SseParser::new(self.max_message_bytes);
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            let mut events = Vec::new();
+            if let Err(e) = parser.feed(data, &mut |event| events.push(event)) {
+                let _ = self.incoming.send(Inbound::Garbage(e.to_string())).await;
+                break;
+            }
+            for event in events {
+                if !event.data.is_empty() {
+                    self.deliver(Bytes::from(event.data), is_initialize).await;
+                }
+            }
+        }
+    }
+
+    /// The GET stream for messages the backend sends on its own; absent when it answers 405.
+    async fn listen(&self) {
+        let req = self
+            .request(Method::GET)
+            .header(http::header::ACCEPT, "text/event-stream")
+            .body(Full::default());
+        let Ok(req) = req else { return };
+        match self.client.request(req).await {
+            Ok(resp) if resp.status().is_success() => {
+                self.read_events(resp.into_body(), false).await
+            }
+            Ok(resp) => {
+                tracing::debug!(backend = %self.namespace, status = %resp.status(), "backend offers no GET stream")
+            }
+            Err(e) => {
+                tracing::debug!(backend = %self.namespace, error = %e, "backend GET stream failed")
+            }
+        }
+    }
+
+    async fn delete(&self) {
+        if self
+            .state
+            .lock()
+            .map(|s| s.session_id.is_none())
+            .unwrap_or(true)
+        {
+            return;
+        }
+        if let Ok(req) = self.request(Method::DELETE).body(Full::default()) {
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(2), self.client.request(req))
+                    .await;
+        }
+    }
+}

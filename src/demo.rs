@@ -18,7 +18,7 @@ use bytes::Bytes;
 use mcp_gateway_layers::jsonrpc::{Kind, Message};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::mcp::{
     BoxFuture, ClientTransport, McpHandler, Outbox, RequestContext, Session, negotiate_version,
@@ -273,24 +273,16 @@ impl Session for DemoSession {
 /// Serves `handler` over stdin/stdout: one JSON-RPC message per line. Lines that are not
 /// JSON-RPC are answered with a parse or invalid-request error.
 pub async fn serve_stdio(handler: Arc<dyn McpHandler>) -> std::io::Result<()> {
+    // One FIFO for everything written: answers never overtake notifications sent before them.
     let (outbox, mut outgoing) = Outbox::new(1024);
     let session = handler.open(ClientTransport::Stdio, outbox.clone());
-    let (write_tx, mut write_rx) = mpsc::channel::<Bytes>(1024);
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();
-        while let Some(raw) = write_rx.recv().await {
+        while let Some(raw) = outgoing.recv().await {
             if stdout.write_all(&raw).await.is_err()
                 || stdout.write_all(b"\n").await.is_err()
                 || stdout.flush().await.is_err()
             {
-                break;
-            }
-        }
-    });
-    let forward = write_tx.clone();
-    tokio::spawn(async move {
-        while let Some(raw) = outgoing.recv().await {
-            if forward.send(raw).await.is_err() {
                 break;
             }
         }
@@ -300,7 +292,7 @@ pub async fn serve_stdio(handler: Arc<dyn McpHandler>) -> std::io::Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let reply = write_tx.clone();
+        let reply = outbox.clone();
         match Message::parse(Bytes::from(line)) {
             Ok(msg) => {
                 let session = session.clone();
@@ -325,7 +317,7 @@ pub async fn serve_stdio(handler: Arc<dyn McpHandler>) -> std::io::Result<()> {
         }
     }
     session.close();
-    drop(write_tx);
+    drop(session);
     drop(outbox);
     let _ = writer.await;
     Ok(())

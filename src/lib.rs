@@ -7,4 +7,7 @@ pub use mcp_gateway_layers as layers;
 pub mod backend;
 pub mod config;
 pub mod demo;
+pub mod frontend;
 pub mod mcp;
+pub mod proxy;
+pub mod telemetry;

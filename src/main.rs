@@ -1,6 +1,209 @@
-fn main() {
-    eprintln!(
-        "mcp-gateway: the proxy is not built yet (issue 3); run `cargo run --example stack_layers` to see the layers"
-    );
+//! The `mcp-gateway` binary.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcp_gateway::config::Config;
+use mcp_gateway::demo::{DemoServer, serve_stdio};
+use mcp_gateway::mcp::McpHandler;
+use mcp_gateway::proxy::Gateway;
+use mcp_gateway::telemetry::{Telemetry, serve_metrics};
+use tokio::net::TcpListener;
+
+const USAGE: &str = "\
+usage:
+  mcp-gateway [--config FILE] [--listen ADDR] [--metrics-listen ADDR]
+      run the gateway; without --config (or MCP_GATEWAY_CONFIG) it serves the built-in
+      default: /mcp, /sse and /ws on 127.0.0.1:8080, metrics on 127.0.0.1:9090/metrics, and the
+      demo server as a stdio backend under the namespace `demo`
+  mcp-gateway check-config FILE
+      validate a configuration file and exit
+  mcp-gateway demo-server stdio
+  mcp-gateway demo-server http ADDR
+      the demo MCP server, over stdio or over Streamable HTTP (/mcp), SSE (/sse) and WebSocket (/ws)
+
+environment: MCP_GATEWAY_CONFIG, MCP_GATEWAY_LISTEN, MCP_GATEWAY_METRICS_LISTEN,
+  MCP_GATEWAY_LOG (a tracing filter, default info), MCP_GATEWAY_LOG_FORMAT (json or text, default json)
+SIGINT or SIGTERM: stop accepting, drain in-flight requests (10 s), stop backends, exit";
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MCP_GATEWAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("MCP_GATEWAY_LOG_FORMAT").as_deref() == Ok("text") {
+        builder.init();
+    } else {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .init();
+    }
+}
+
+fn fail(message: impl std::fmt::Display) -> ! {
+    eprintln!("mcp-gateway: {message}");
     std::process::exit(2);
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => fail(format!("cannot listen for SIGTERM: {e}")),
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &str) -> TcpListener {
+    match TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(e) => fail(format!("cannot listen on {addr} ({what}): {e}")),
+    }
+}
+
+fn load_config(args: &[String]) -> Config {
+    let mut config_path = std::env::var_os("MCP_GATEWAY_CONFIG").map(PathBuf::from);
+    let mut listen = std::env::var("MCP_GATEWAY_LISTEN").ok();
+    let mut metrics_listen = std::env::var("MCP_GATEWAY_METRICS_LISTEN").ok();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .unwrap_or_else(|| fail(format!("{name} needs a value\n{USAGE}")))
+        };
+        match arg.as_str() {
+            "--config" => config_path = Some(PathBuf::from(value("--config"))),
+            "--listen" => listen = Some(value("--listen")),
+            "--metrics-listen" => metrics_listen = Some(value("--metrics-listen")),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => fail(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    let mut config = match &config_path {
+        Some(path) => Config::load(path).unwrap_or_else(|e| fail(e)),
+        None => {
+            let exe = std::env::current_exe()
+                .unwrap_or_else(|e| fail(format!("cannot find this program's path: {e}")));
+            Config::builtin(&exe)
+        }
+    };
+    if let Some(addr) = listen {
+        config.listen = addr
+            .parse()
+            .unwrap_or_else(|e| fail(format!("--listen {addr}: {e}")));
+    }
+    if let Some(addr) = metrics_listen {
+        config.metrics.listen = addr
+            .parse()
+            .unwrap_or_else(|e| fail(format!("--metrics-listen {addr}: {e}")));
+    }
+    config
+}
+
+async fn run_gateway(config: Config) {
+    let config = Arc::new(config);
+    let telemetry = Telemetry::new();
+    let listener = bind(config.listen, "clients").await;
+    let metrics_listener = bind(config.metrics.listen, "metrics").await;
+    tracing::info!(
+        listen = %config.listen,
+        metrics = %config.metrics.listen,
+        backends = config.backends.len(),
+        "mcp-gateway serving /mcp, /sse and /ws"
+    );
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics = tokio::spawn(serve_metrics(
+        metrics_listener,
+        telemetry.registry.clone(),
+        async {
+            let _ = metrics_stopped.await;
+        },
+    ));
+    let handler: Arc<dyn McpHandler> = Arc::new(Gateway::new(config.clone(), telemetry.clone()));
+    mcp_gateway::frontend::serve(
+        listener,
+        handler,
+        config.clone(),
+        telemetry,
+        shutdown_signal(),
+        Duration::from_secs(10),
+    )
+    .await;
+    let grace = config
+        .backends
+        .iter()
+        .map(|b| b.restart.grace_secs)
+        .max()
+        .unwrap_or(0);
+    mcp_gateway::backend::wait_for_children(Duration::from_secs(grace * 2 + 1)).await;
+    let _ = stop_metrics.send(());
+    let _ = metrics.await;
+    tracing::info!("mcp-gateway stopped");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| fail(format!("cannot start the runtime: {e}")));
+    init_logs();
+    match args.first().map(String::as_str) {
+        Some("demo-server") => runtime.block_on(async {
+            let handler: Arc<dyn McpHandler> = Arc::new(DemoServer::new());
+            match (args.get(1).map(String::as_str), args.get(2)) {
+                (Some("stdio"), None) => {
+                    if let Err(e) = serve_stdio(handler).await {
+                        fail(format!("demo server: {e}"));
+                    }
+                }
+                (Some("http"), Some(addr)) => {
+                    let mut config = Config::from_yaml("{}").unwrap_or_else(|e| fail(e));
+                    config.listen = addr
+                        .parse()
+                        .unwrap_or_else(|e| fail(format!("{addr}: {e}")));
+                    let listener = bind(config.listen, "demo server").await;
+                    eprintln!(
+                        "demo server listening on http://{}",
+                        listener
+                            .local_addr()
+                            .map(|a| a.to_string())
+                            .unwrap_or_default()
+                    );
+                    mcp_gateway::frontend::serve(
+                        listener,
+                        handler,
+                        Arc::new(config),
+                        Telemetry::new(),
+                        shutdown_signal(),
+                        Duration::from_secs(2),
+                    )
+                    .await;
+                }
+                _ => fail(USAGE),
+            }
+        }),
+        Some("check-config") => match args.get(1) {
+            Some(path) => match Config::load(std::path::Path::new(path)) {
+                Ok(config) => println!("{path}: valid ({} backends)", config.backends.len()),
+                Err(e) => fail(e),
+            },
+            None => fail(USAGE),
+        },
+        _ => {
+            let config = load_config(&args);
+            runtime.block_on(run_gateway(config));
+        }
+    }
 }

@@ -184,6 +184,7 @@ struct MetaTrace {
     traceparent: Option<Text>,
     tracestate: Option<Text>,
     baggage: Option<Text>,
+    progress_token: Option<Range<usize>>,
 }
 
 /// A JSON-RPC message: raw bytes and what the gateway peeked from them.
@@ -232,6 +233,8 @@ struct MetaPeek<'a> {
     tracestate: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     baggage: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "progressToken")]
+    progress_token: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -336,10 +339,15 @@ impl Message {
                     msg.tool_name = peek.name.map(text);
                 }
                 if let Some(meta) = peek.meta {
+                    let progress_token = meta.progress_token.map(|t| {
+                        let start = t.get().as_ptr() as usize - base;
+                        start..start + t.get().len()
+                    });
                     msg.meta = MetaTrace {
                         traceparent: meta.traceparent.map(text),
                         tracestate: meta.tracestate.map(text),
                         baggage: meta.baggage.map(text),
+                        progress_token,
                     };
                 }
             }
@@ -426,6 +434,23 @@ impl Message {
     /// `params._meta.tracestate`.
     pub fn meta_tracestate(&self) -> Option<&str> {
         self.meta.tracestate.as_ref().map(|t| self.text(t))
+    }
+
+    /// `params.{key}` as raw JSON, when `params` is an object that has it.
+    pub fn param_raw(&self, key: &str) -> Option<&str> {
+        #[derive(Deserialize)]
+        struct Params<'a> {
+            #[serde(borrow)]
+            params: std::collections::HashMap<&'a str, &'a RawValue>,
+        }
+        let peek: Params<'_> = serde_json::from_slice(&self.raw).ok()?;
+        peek.params.get(key).map(|v| v.get())
+    }
+
+    /// `params._meta.progressToken` as raw JSON (`"t1"` or `5`).
+    pub fn meta_progress_token(&self) -> Option<&str> {
+        let r = self.meta.progress_token.clone()?;
+        std::str::from_utf8(&self.raw[r]).ok()
     }
 
     /// `params._meta.baggage`.
@@ -669,6 +694,9 @@ mod tests {
         let m = parse(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a\u0062c","_meta":{"traceparent":"00-x","progressToken":5}}}"#).unwrap();
         assert_eq!(m.tool_name(), Some("abc"));
         assert_eq!(m.meta_traceparent(), Some("00-x"));
+        assert_eq!(m.meta_progress_token(), Some("5"));
+        assert_eq!(m.param_raw("name"), Some(r#""a\u0062c""#));
+        assert_eq!(m.param_raw("missing"), None);
         assert_eq!(m.meta_tracestate(), None);
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mcp_gateway_layers::classify::{Component, ErrorClass, ErrorType, GatewayError};
-use mcp_gateway_layers::jsonrpc::{Kind, Message};
+use mcp_gateway_layers::jsonrpc::{Kind, McpMethod, Message};
 use mcp_gateway_layers::metrics::{GatewayMetrics, RecoveryMechanism};
 use mcp_gateway_layers::parts::Namespace;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -106,6 +106,9 @@ struct Shared {
     link: watch::Sender<Link>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     next_id: AtomicU64,
+    /// Progress tokens of calls in flight → the stream their progress goes to. Routed here, in
+    /// arrival order, so that progress never overtakes the answer it precedes.
+    progress: Mutex<HashMap<String, mpsc::Sender<Bytes>>>,
     /// The client's `initialize` and whether `notifications/initialized` followed: replayed
     /// after a restart so the new process is in the same state.
     handshake: Mutex<(Option<Message>, bool)>,
@@ -154,6 +157,7 @@ impl BackendClient {
             link,
             pending: Mutex::default(),
             next_id: AtomicU64::new(1),
+            progress: Mutex::default(),
             handshake: Mutex::default(),
             metrics,
         });
@@ -285,6 +289,15 @@ impl BackendClient {
         })
     }
 
+    /// Sends the progress of the call carrying `token` (raw JSON) to `stream` until the guard drops.
+    pub fn route_progress(&self, token: &str, stream: mpsc::Sender<Bytes>) -> ProgressRoute {
+        lock(&self.shared.progress).insert(token.to_owned(), stream);
+        ProgressRoute {
+            shared: self.shared.clone(),
+            token: token.to_owned(),
+        }
+    }
+
     /// Sends a notification or a response to the backend.
     pub async fn send(&self, message: &Message) -> Result<(), GatewayError> {
         if message.method_name() == Some("notifications/initialized") {
@@ -307,6 +320,18 @@ impl BackendClient {
     /// Stops the backend: a stdio process gets stdin closed, then SIGTERM, then SIGKILL.
     pub fn stop(&self) {
         let _ = self.stop.send(true);
+    }
+}
+
+/// Keeps a call's progress routed to its stream.
+pub struct ProgressRoute {
+    shared: Arc<Shared>,
+    token: String,
+}
+
+impl Drop for ProgressRoute {
+    fn drop(&mut self) {
+        lock(&self.shared.progress).remove(&self.token);
     }
 }
 
@@ -365,9 +390,22 @@ async fn deliver(shared: &Shared, events: &mpsc::Sender<BackendEvent>, inbound: 
                 let _ = events.send(BackendEvent::Request(shared.index, msg)).await;
             }
             Kind::Notification => {
-                let _ = events
-                    .send(BackendEvent::Notification(shared.index, msg))
-                    .await;
+                let stream = match msg.method() {
+                    McpMethod::NotificationsProgress => msg
+                        .param_raw("progressToken")
+                        .and_then(|t| lock(&shared.progress).get(t).cloned()),
+                    _ => None,
+                };
+                match stream {
+                    Some(stream) => {
+                        let _ = stream.send(msg.into_raw()).await;
+                    }
+                    None => {
+                        let _ = events
+                            .send(BackendEvent::Notification(shared.index, msg))
+                            .await;
+                    }
+                }
             }
         },
         Inbound::Garbage(why) => {

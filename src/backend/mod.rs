@@ -16,7 +16,8 @@ use bytes::Bytes;
 use mcp_gateway_layers::jsonrpc::Message;
 use tokio::sync::mpsc;
 
-pub use client::{BackendClient, BackendEvent, BackendMetrics};
+pub use client::{BackendClient, BackendEvent, BackendMetrics, ProgressRoute};
+pub use stdio::wait_for_children;
 
 use crate::config::{BackendConfig, BackendTransport};
 use crate::mcp::BoxFuture;

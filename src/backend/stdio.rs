@@ -5,13 +5,33 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+
+use tokio::sync::{Notify, mpsc};
 
 use super::{Connector, Inbound, Pipe, inbound};
 use crate::config::BackendConfig;
 use crate::mcp::BoxFuture;
+
+/// Backend processes not yet reaped, so that shutdown can wait for their graceful stop.
+static LIVE_CHILDREN: AtomicUsize = AtomicUsize::new(0);
+static CHILD_REAPED: Notify = Notify::const_new();
+
+/// Waits until every backend process has exited and been reaped, or `limit` passes.
+pub async fn wait_for_children(limit: Duration) {
+    let all_reaped = async {
+        loop {
+            let notified = CHILD_REAPED.notified();
+            if LIVE_CHILDREN.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    };
+    let _ = tokio::time::timeout(limit, all_reaped).await;
+}
 
 pub(super) struct StdioConnector {
     config: Arc<BackendConfig>,
@@ -113,7 +133,9 @@ fn spawn(config: &BackendConfig, max_line: usize) -> Result<Pipe, String> {
     });
 
     let grace = Duration::from_secs(config.restart.grace_secs);
+    LIVE_CHILDREN.fetch_add(1, Ordering::SeqCst);
     tokio::spawn(async move {
+        let _reaped = Reaped;
         let mut stdin = Some(stdin);
         loop {
             tokio::select! {
@@ -150,6 +172,16 @@ fn spawn(config: &BackendConfig, max_line: usize) -> Result<Pipe, String> {
         tx: to_child,
         rx: from_child,
     })
+}
+
+/// Counts the child as reaped when its lifecycle task ends (it always waits for the child).
+struct Reaped;
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        LIVE_CHILDREN.fetch_sub(1, Ordering::SeqCst);
+        CHILD_REAPED.notify_waiters();
+    }
 }
 
 /// Graceful stop: close stdin, then SIGTERM, then SIGKILL, a grace period apart; always reaped.

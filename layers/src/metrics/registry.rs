@@ -169,8 +169,9 @@ impl GatewayMetrics {
         &self.in_flight
     }
 
-    /// Records one finished request.
-    pub(crate) fn record(
+    /// Records one finished request (the metrics layer calls this; a frontend calls it for a
+    /// request it refused before any layer saw it).
+    pub fn record(
         &self,
         method: McpMethod,
         namespace: Namespace,

@@ -1,0 +1,314 @@
+//! Where clients connect: Streamable HTTP at `/mcp`, legacy HTTP+SSE at `/sse` (+ the POST URL
+//! its `endpoint` event names), WebSocket at `/ws`. One accept loop under the connection
+//! limiter; `Origin` validated on every request; graceful drain on shutdown.
+
+mod body;
+mod sse;
+mod streamable_http;
+mod websocket;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use mcp_gateway_layers::classify::{Component, ErrorClass, ErrorType, Verdict};
+use mcp_gateway_layers::edge::error_message;
+use mcp_gateway_layers::jsonrpc::{McpMethod, Message, PeekError};
+use mcp_gateway_layers::limit::ConnectionLimiter;
+use mcp_gateway_layers::parts::Namespace;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+pub(crate) use body::ResponseBody;
+use body::full;
+
+use crate::config::Config;
+use crate::mcp::McpHandler;
+use crate::telemetry::Telemetry;
+
+/// The frontends' shared state.
+pub(crate) struct Frontend {
+    handler: Arc<dyn McpHandler>,
+    config: Arc<Config>,
+    telemetry: Telemetry,
+    streamable: streamable_http::Sessions,
+    sse: sse::Sessions,
+}
+
+/// Serves the frontends on `listener` until `shutdown` resolves, then drains in-flight requests
+/// (up to `drain`) and closes every session.
+pub async fn serve(
+    listener: TcpListener,
+    handler: Arc<dyn McpHandler>,
+    config: Arc<Config>,
+    telemetry: Telemetry,
+    shutdown: impl std::future::Future<Output = ()>,
+    drain: Duration,
+) {
+    let limiter = ConnectionLimiter::new(
+        config.limits.max_connections,
+        config.limits.max_connections_per_ip,
+        telemetry.limits.clone(),
+    );
+    let frontend = Arc::new(Frontend {
+        streamable: streamable_http::Sessions::new(Duration::from_secs(
+            config.sessions.idle_timeout_secs,
+        )),
+        sse: sse::Sessions::default(),
+        handler,
+        config,
+        telemetry,
+    });
+    let reaper = tokio::spawn(streamable_http::reap_idle(Arc::downgrade(&frontend)));
+    // Each connection holds a sender: when all are gone, every connection has drained.
+    let (alive, mut drained) = mpsc::channel::<()>(1);
+    let (draining, drain_signal) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(stream);
+        match limiter.try_acquire(peer.ip()) {
+            Ok(permit) => {
+                let frontend = frontend.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let frontend = frontend.clone();
+                    async move { Ok::<_, Infallible>(frontend.route(req, peer).await) }
+                });
+                let mut drain_signal = drain_signal.clone();
+                let alive = alive.clone();
+                tokio::spawn(async move {
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .with_upgrades();
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = drain_signal.changed() => {
+                            // Finish the request in flight, then close.
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
+                    drop(permit);
+                    drop(alive);
+                });
+            }
+            Err(rejected) => {
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |_req: Request<Incoming>| async move {
+                            let class = rejected.class();
+                            let mut resp = error_response(&class, &rejected.to_string(), None);
+                            resp.headers_mut().insert(
+                                http::header::CONNECTION,
+                                HeaderValue::from_static("close"),
+                            );
+                            Ok::<_, Infallible>(resp)
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(false)
+                        .serve_connection(io, service)
+                        .await;
+                });
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining in-flight requests");
+    let _ = draining.send(true);
+    drop(alive);
+    if tokio::time::timeout(drain, drained.recv()).await.is_err() {
+        tracing::warn!(
+            seconds = drain.as_secs(),
+            "drain timed out; closing the remaining connections"
+        );
+    }
+    reaper.abort();
+    frontend.streamable.close_all();
+    frontend.sse.close_all();
+}
+
+/// A JSON-RPC error response for a request refused before it became a message.
+pub(crate) fn error_response(
+    class: &ErrorClass,
+    message: &str,
+    id: Option<&str>,
+) -> Response<ResponseBody> {
+    let mut resp = Response::new(full(error_message(id, class, message, None)));
+    *resp.status_mut() = class.http_status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(after) = class.retry_after {
+        resp.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from(after.as_secs().max(1)),
+        );
+    }
+    resp
+}
+
+fn client_error(error_type: ErrorType, status: StatusCode) -> ErrorClass {
+    let mut class = ErrorClass::new(error_type, Component::Client);
+    class.http_status = status;
+    class
+}
+
+/// Whether `origin` may call: loopback origins always, others when configured.
+fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
+    if allowed.iter().any(|a| a == origin || a == "*") {
+        return true;
+    }
+    let Ok(uri) = origin.parse::<http::Uri>() else {
+        return false;
+    };
+    matches!(uri.scheme_str(), Some("http") | Some("https"))
+        && matches!(
+            uri.host(),
+            Some("localhost") | Some("127.0.0.1") | Some("[::1]") | Some("::1")
+        )
+}
+
+impl Frontend {
+    /// Counts a request the frontend refused before any layer saw it.
+    pub(crate) fn refused(
+        &self,
+        class: &ErrorClass,
+        message: &str,
+        started: Instant,
+    ) -> Response<ResponseBody> {
+        self.telemetry.gateway.record(
+            McpMethod::Other,
+            Namespace::unrouted(),
+            Verdict::Failure(*class),
+            started.elapsed(),
+            None,
+        );
+        tracing::info!(
+            error_type = class.error_type.as_str(),
+            http_status = class.http_status.as_u16(),
+            reason = message,
+            "request refused"
+        );
+        error_response(class, message, None)
+    }
+
+    async fn route(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ResponseBody> {
+        let started = Instant::now();
+        if let Some(origin) = req.headers().get(http::header::ORIGIN) {
+            let ok = origin
+                .to_str()
+                .is_ok_and(|o| origin_allowed(o, &self.config.allowed_origins));
+            if !ok {
+                let class = client_error(ErrorType::Forbidden, StatusCode::FORBIDDEN);
+                return self.refused(&class, "origin not allowed", started);
+            }
+        }
+        match (req.method(), req.uri().path()) {
+            (&Method::POST, "/mcp") => self.streamable_post(req, started).await,
+            (&Method::GET, "/mcp") => self.streamable_get(req, started),
+            (&Method::DELETE, "/mcp") => self.streamable_delete(req, started),
+            (&Method::GET, "/sse") => self.sse_open(),
+            (&Method::POST, "/messages") => self.sse_post(req, started).await,
+            (&Method::GET, "/ws") => self.websocket(req, peer, started),
+            (_, "/mcp" | "/sse" | "/messages" | "/ws") => {
+                let class = client_error(ErrorType::Validation, StatusCode::METHOD_NOT_ALLOWED);
+                self.refused(&class, "method not allowed", started)
+            }
+            _ => {
+                let class = client_error(ErrorType::NotFound, StatusCode::NOT_FOUND);
+                self.refused(&class, "no such endpoint", started)
+            }
+        }
+    }
+
+    /// Reads a POST body as one JSON-RPC message: 415 for another content type, 413 when too
+    /// large, 400 with -32700 / -32600 when it is not a JSON-RPC message.
+    async fn read_message(
+        &self,
+        req: Request<Incoming>,
+        started: Instant,
+    ) -> Result<(http::request::Parts, Message), Box<Response<ResponseBody>>> {
+        let json = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !json {
+            let class = client_error(ErrorType::Validation, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+            return Err(Box::new(self.refused(
+                &class,
+                "Content-Type must be application/json",
+                started,
+            )));
+        }
+        let (parts, body) = req.into_parts();
+        let limit = self.config.limits.max_message_bytes;
+        let bytes: Bytes = match Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                let err = PeekError::TooLarge { limit };
+                return Err(Box::new(self.refused(
+                    &err.class(),
+                    &err.to_string(),
+                    started,
+                )));
+            }
+            Err(_) => {
+                let class = client_error(
+                    ErrorType::Canceled,
+                    mcp_gateway_layers::classify::CLIENT_CLOSED_REQUEST,
+                );
+                return Err(Box::new(self.refused(
+                    &class,
+                    "the request body could not be read",
+                    started,
+                )));
+            }
+        };
+        match Message::parse(bytes) {
+            Ok(msg) => Ok((parts, msg)),
+            Err(e) => Err(Box::new(self.refused(&e.class(), &e.to_string(), started))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_or_configured_origins_pass() {
+        assert!(origin_allowed("http://localhost:6274", &[]));
+        assert!(origin_allowed("http://127.0.0.1", &[]));
+        assert!(origin_allowed("http://[::1]:3000", &[]));
+        assert!(!origin_allowed("https://evil.example", &[]));
+        assert!(!origin_allowed("http://localhost.evil.example", &[]));
+        assert!(!origin_allowed("null", &[]));
+        assert!(origin_allowed(
+            "https://app.example",
+            &["https://app.example".to_owned()]
+        ));
+    }
+}

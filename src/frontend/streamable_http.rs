@@ -1,0 +1,422 @@
+//! MCP Streamable HTTP (2025-03-26, 2025-06-18, 2025-11-25): POST answered as JSON or as an SSE
+//! stream, GET stream for the server's own messages with `Last-Event-ID` resumption from a
+//! bounded replay buffer, DELETE to end a session, `Mcp-Session-Id` issued at `initialize`.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Read;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use mcp_gateway_layers::classify::ErrorType;
+use mcp_gateway_layers::jsonrpc::{Kind, McpMethod};
+use tokio::sync::{Notify, mpsc};
+
+use super::body::{ChannelBody, ResponseBody, as_event, as_is, full, sse_event};
+use super::{Frontend, client_error};
+use crate::mcp::{ClientTransport, Outbox, RequestContext, SUPPORTED_PROTOCOL_VERSIONS, Session};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The server's own messages for one session, numbered, the last few kept for resumption.
+struct EventLog {
+    inner: Mutex<LogInner>,
+    changed: Notify,
+    capacity: usize,
+}
+
+struct LogInner {
+    events: VecDeque<(u64, Bytes)>,
+    next: u64,
+    /// Bumped when a GET stream opens: each message goes to one stream only, the newest.
+    stream: u64,
+    closed: bool,
+}
+
+impl EventLog {
+    fn new(capacity: usize) -> Self {
+        EventLog {
+            inner: Mutex::new(LogInner {
+                events: VecDeque::new(),
+                next: 1,
+                stream: 0,
+                closed: false,
+            }),
+            changed: Notify::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn push(&self, raw: Bytes) {
+        let mut inner = lock(&self.inner);
+        let seq = inner.next;
+        inner.next += 1;
+        inner.events.push_back((seq, raw));
+        while inner.events.len() > self.capacity {
+            inner.events.pop_front();
+        }
+        drop(inner);
+        self.changed.notify_waiters();
+    }
+
+    fn close(&self) {
+        lock(&self.inner).closed = true;
+        self.changed.notify_waiters();
+    }
+}
+
+struct Entry {
+    session: Arc<dyn Session>,
+    log: Arc<EventLog>,
+    last_used: Mutex<Instant>,
+}
+
+/// The live Streamable HTTP sessions.
+pub(crate) struct Sessions {
+    map: Mutex<HashMap<String, Arc<Entry>>>,
+    idle: Duration,
+}
+
+impl Sessions {
+    pub(crate) fn new(idle: Duration) -> Self {
+        Sessions {
+            map: Mutex::default(),
+            idle,
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<Entry>> {
+        let entry = lock(&self.map).get(id).cloned()?;
+        *lock(&entry.last_used) = Instant::now();
+        Some(entry)
+    }
+
+    fn remove(&self, id: &str) -> bool {
+        let removed = lock(&self.map).remove(id);
+        match removed {
+            Some(entry) => {
+                entry.session.close();
+                entry.log.close();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn close_all(&self) {
+        let all: Vec<_> = lock(&self.map).drain().collect();
+        for (_, entry) in all {
+            entry.session.close();
+            entry.log.close();
+        }
+    }
+}
+
+/// Expires sessions unused for the idle timeout.
+pub(crate) async fn reap_idle(frontend: Weak<Frontend>) {
+    loop {
+        let Some(idle) = frontend.upgrade().map(|f| f.streamable.idle) else {
+            return;
+        };
+        tokio::time::sleep((idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30)))
+            .await;
+        let Some(frontend) = frontend.upgrade() else {
+            return;
+        };
+        let expired: Vec<String> = lock(&frontend.streamable.map)
+            .iter()
+            .filter(|(_, e)| lock(&e.last_used).elapsed() > idle)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            tracing::info!(session_id = %id, "session expired");
+            frontend.streamable.remove(&id);
+        }
+    }
+}
+
+/// 128 random bits from the kernel: session ids must not be guessable.
+pub(super) fn new_session_id() -> String {
+    let mut bytes = [0u8; 16];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_err()
+    {
+        bytes = fastrand::u128(..).to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn accepts(req_headers: &http::HeaderMap, what: &str) -> bool {
+    req_headers.get_all(http::header::ACCEPT).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.contains(what) || v.contains("*/*"))
+    })
+}
+
+fn json_response(raw: Bytes, session_id: Option<&str>) -> Response<ResponseBody> {
+    let mut resp = Response::new(full(raw));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(id) = session_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        resp.headers_mut().insert("mcp-session-id", id);
+    }
+    resp
+}
+
+fn sse_response(body: ResponseBody) -> Response<ResponseBody> {
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    resp
+}
+
+impl Frontend {
+    /// The session a request names: 400 without `Mcp-Session-Id`, 404 when unknown or expired,
+    /// 400 for an unsupported `MCP-Protocol-Version`.
+    fn session_of(
+        &self,
+        headers: &http::HeaderMap,
+        started: Instant,
+    ) -> Result<(String, Arc<Entry>), Box<Response<ResponseBody>>> {
+        if let Some(version) = headers.get("mcp-protocol-version") {
+            let supported = version
+                .to_str()
+                .is_ok_and(|v| SUPPORTED_PROTOCOL_VERSIONS.contains(&v));
+            if !supported {
+                let class = client_error(ErrorType::Validation, StatusCode::BAD_REQUEST);
+                return Err(Box::new(self.refused(
+                    &class,
+                    "unsupported MCP-Protocol-Version",
+                    started,
+                )));
+            }
+        }
+        let Some(id) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) else {
+            let class = client_error(ErrorType::Validation, StatusCode::BAD_REQUEST);
+            return Err(Box::new(self.refused(
+                &class,
+                "missing Mcp-Session-Id",
+                started,
+            )));
+        };
+        match self.streamable.get(id) {
+            Some(entry) => Ok((id.to_owned(), entry)),
+            None => {
+                let class = client_error(ErrorType::NotFound, StatusCode::NOT_FOUND);
+                Err(Box::new(self.refused(
+                    &class,
+                    "unknown or expired session",
+                    started,
+                )))
+            }
+        }
+    }
+
+    pub(super) async fn streamable_post(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        started: Instant,
+    ) -> Response<ResponseBody> {
+        if !(accepts(req.headers(), "application/json")
+            || accepts(req.headers(), "text/event-stream"))
+            && req.headers().contains_key(http::header::ACCEPT)
+        {
+            let class = client_error(ErrorType::Validation, StatusCode::NOT_ACCEPTABLE);
+            return self.refused(
+                &class,
+                "Accept must allow application/json or text/event-stream",
+                started,
+            );
+        }
+        let (parts, msg) = match self.read_message(req, started).await {
+            Ok(read) => read,
+            Err(resp) => return *resp,
+        };
+        if msg.method() == McpMethod::Initialize {
+            return self.initialize(parts.headers, msg).await;
+        }
+        let (_, entry) = match self.session_of(&parts.headers, started) {
+            Ok(found) => found,
+            Err(resp) => return *resp,
+        };
+        if msg.kind() != Kind::Request {
+            let session = entry.session.clone();
+            let ctx = RequestContext {
+                related: None,
+                headers: parts.headers,
+            };
+            tokio::spawn(session.handle(msg, ctx));
+            let mut resp = Response::new(full(Bytes::new()));
+            *resp.status_mut() = StatusCode::ACCEPTED;
+            return resp;
+        }
+        // Calls may send progress and the backend's own requests while they run: stream them.
+        if msg.method() == McpMethod::ToolsCall && accepts(&parts.headers, "text/event-stream") {
+            let (tx, rx) = mpsc::channel::<Bytes>(64);
+            let session = entry.session.clone();
+            let ctx = RequestContext {
+                related: Some(tx.clone()),
+                headers: parts.headers,
+            };
+            tokio::spawn(async move {
+                if let Some(resp) = session.handle(msg, ctx).await {
+                    let _ = tx.send(resp.into_raw()).await;
+                }
+            });
+            return sse_response(ChannelBody::boxed(rx, as_event, ()));
+        }
+        let ctx = RequestContext {
+            related: None,
+            headers: parts.headers,
+        };
+        match entry.session.clone().handle(msg, ctx).await {
+            Some(resp) => json_response(resp.into_raw(), None),
+            None => {
+                let mut resp = Response::new(full(Bytes::new()));
+                *resp.status_mut() = StatusCode::ACCEPTED;
+                resp
+            }
+        }
+    }
+
+    async fn initialize(
+        self: Arc<Self>,
+        headers: http::HeaderMap,
+        msg: mcp_gateway_layers::jsonrpc::Message,
+    ) -> Response<ResponseBody> {
+        let (outbox, mut outgoing) = Outbox::new(256);
+        let session = self.handler.open(ClientTransport::StreamableHttp, outbox);
+        let log = Arc::new(EventLog::new(self.config.sessions.replay_events));
+        let feed = log.clone();
+        tokio::spawn(async move {
+            while let Some(raw) = outgoing.recv().await {
+                feed.push(raw);
+            }
+        });
+        let resp = session
+            .clone()
+            .handle(
+                msg,
+                RequestContext {
+                    related: None,
+                    headers,
+                },
+            )
+            .await;
+        let Some(resp) = resp else {
+            session.close();
+            return Response::new(full(Bytes::new()));
+        };
+        if resp.kind() != Kind::Response {
+            session.close();
+            return json_response(resp.into_raw(), None);
+        }
+        let id = new_session_id();
+        lock(&self.streamable.map).insert(
+            id.clone(),
+            Arc::new(Entry {
+                session,
+                log,
+                last_used: Mutex::new(Instant::now()),
+            }),
+        );
+        tracing::info!(session_id = %id, transport = "streamable_http", "session opened");
+        json_response(resp.into_raw(), Some(&id))
+    }
+
+    pub(super) fn streamable_get(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        started: Instant,
+    ) -> Response<ResponseBody> {
+        if !accepts(req.headers(), "text/event-stream") {
+            let class = client_error(ErrorType::Validation, StatusCode::NOT_ACCEPTABLE);
+            return self.refused(&class, "Accept must allow text/event-stream", started);
+        }
+        let (_, entry) = match self.session_of(req.headers(), started) {
+            Ok(found) => found,
+            Err(resp) => return *resp,
+        };
+        let mut after: u64 = req
+            .headers()
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let log = entry.log.clone();
+        let generation = {
+            let mut inner = lock(&log.inner);
+            inner.stream += 1;
+            if after == 0 {
+                // A new stream (not a resumption) starts with what has not been delivered yet.
+                after = inner
+                    .events
+                    .front()
+                    .map_or(inner.next, |(seq, _)| *seq)
+                    .saturating_sub(1);
+            }
+            inner.stream
+        };
+        log.changed.notify_waiters();
+        let (tx, rx) = mpsc::channel::<Bytes>(64);
+        tokio::spawn(async move {
+            loop {
+                let notified = log.changed.notified();
+                let (batch, closed, replaced) = {
+                    let inner = lock(&log.inner);
+                    let batch: Vec<(u64, Bytes)> = inner
+                        .events
+                        .iter()
+                        .filter(|(seq, _)| *seq > after)
+                        .cloned()
+                        .collect();
+                    (batch, inner.closed, inner.stream != generation)
+                };
+                if replaced {
+                    return;
+                }
+                for (seq, raw) in batch {
+                    if tx.send(sse_event(Some(seq), &raw)).await.is_err() {
+                        return;
+                    }
+                    after = seq;
+                }
+                if closed {
+                    return;
+                }
+                tokio::select! {
+                    () = notified => {}
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        sse_response(ChannelBody::boxed(rx, as_is, ()))
+    }
+
+    pub(super) fn streamable_delete(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        started: Instant,
+    ) -> Response<ResponseBody> {
+        let id = match self.session_of(req.headers(), started) {
+            Ok((id, _)) => id,
+            Err(resp) => return *resp,
+        };
+        self.streamable.remove(&id);
+        tracing::info!(session_id = %id, "session ended by the client");
+        Response::new(full(Bytes::new()))
+    }
+}

@@ -1,0 +1,211 @@
+//! WebSocket at `/ws`: subprotocol `mcp`, one JSON-RPC message per text frame. A binary frame
+//! closes the connection with 1003; pings keep it alive; an idle connection is closed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use mcp_gateway_layers::classify::ErrorType;
+use mcp_gateway_layers::jsonrpc::Message;
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message as Frame, Utf8Bytes};
+
+use super::body::{ResponseBody, full};
+use super::{Frontend, client_error};
+use crate::mcp::{ClientTransport, Outbox, RequestContext};
+
+fn header_has(headers: &http::HeaderMap, name: http::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+impl Frontend {
+    pub(super) fn websocket(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        started: Instant,
+    ) -> Response<ResponseBody> {
+        let headers = req.headers();
+        let upgrade = header_has(headers, http::header::UPGRADE, "websocket")
+            && header_has(headers, http::header::CONNECTION, "upgrade");
+        let version_ok = headers
+            .get(http::header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v == "13");
+        let Some(key) = headers
+            .get(http::header::SEC_WEBSOCKET_KEY)
+            .filter(|_| upgrade && version_ok)
+        else {
+            let class = client_error(ErrorType::Validation, StatusCode::BAD_REQUEST);
+            return self.refused(
+                &class,
+                "a WebSocket upgrade (version 13) is required",
+                started,
+            );
+        };
+        let offered = headers.get(http::header::SEC_WEBSOCKET_PROTOCOL).is_some();
+        if offered && !header_has(headers, http::header::SEC_WEBSOCKET_PROTOCOL, "mcp") {
+            let class = client_error(ErrorType::Validation, StatusCode::BAD_REQUEST);
+            return self.refused(&class, "the WebSocket subprotocol must be mcp", started);
+        }
+        let accept = derive_accept_key(key.as_bytes());
+        let upgrade_headers = req.headers().clone();
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let frontend = self.clone();
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    frontend
+                        .run_websocket(TokioIo::new(upgraded), upgrade_headers, peer)
+                        .await
+                }
+                Err(e) => {
+                    tracing::warn!(client_addr = %peer, error = %e, "WebSocket upgrade failed")
+                }
+            }
+        });
+        let mut resp = Response::new(full(Bytes::new()));
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = resp.headers_mut();
+        h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("Upgrade"),
+        );
+        if let Ok(accept) = HeaderValue::from_str(&accept) {
+            h.insert(http::header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        if offered {
+            h.insert(
+                http::header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static("mcp"),
+            );
+        }
+        resp
+    }
+
+    async fn run_websocket(
+        self: Arc<Self>,
+        io: TokioIo<hyper::upgrade::Upgraded>,
+        headers: http::HeaderMap,
+        peer: SocketAddr,
+    ) {
+        let max = self.config.limits.max_message_bytes;
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max));
+        let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        let _open = self.telemetry.websockets.open();
+        let (outbox, mut outgoing) = Outbox::new(256);
+        let session = self
+            .handler
+            .open(ClientTransport::WebSocket, outbox.clone());
+        tracing::info!(client_addr = %peer, transport = "websocket", "session opened");
+        let (mut sink, mut stream) = socket.split();
+        let (close_tx, mut close_rx) = mpsc::channel::<CloseFrame>(1);
+        let ping_every = Duration::from_secs(self.config.websocket.ping_interval_secs.max(1));
+        let writer = tokio::spawn(async move {
+            let mut ping = tokio::time::interval(ping_every);
+            ping.tick().await;
+            loop {
+                tokio::select! {
+                    next = outgoing.recv() => match next {
+                        Some(raw) => {
+                            let Ok(text) = Utf8Bytes::try_from(raw) else { continue };
+                            if sink.send(Frame::Text(text)).await.is_err() {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
+                    close = close_rx.recv() => {
+                        let _ = sink.send(Frame::Close(close)).await;
+                        break;
+                    }
+                    _ = ping.tick() => {
+                        if sink.send(Frame::Ping(Bytes::new())).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = sink.close().await;
+        });
+        let idle = Duration::from_secs(self.config.websocket.idle_timeout_secs.max(1));
+        loop {
+            let frame = match tokio::time::timeout(idle, stream.next()).await {
+                Ok(Some(Ok(frame))) => frame,
+                Ok(Some(Err(e))) => {
+                    tracing::info!(client_addr = %peer, error = %e, "WebSocket closed with an error");
+                    break;
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    let _ = close_tx
+                        .send(CloseFrame {
+                            code: CloseCode::Away,
+                            reason: "idle timeout".into(),
+                        })
+                        .await;
+                    break;
+                }
+            };
+            match frame {
+                Frame::Text(text) => match Message::parse(Bytes::from(text)) {
+                    Ok(msg) => {
+                        let session = session.clone();
+                        let reply = outbox.clone();
+                        let ctx = RequestContext {
+                            related: None,
+                            headers: headers.clone(),
+                        };
+                        tokio::spawn(async move {
+                            if let Some(resp) = session.handle(msg, ctx).await {
+                                let _ = reply.send(resp.into_raw()).await;
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        let class = e.class();
+                        let _ = outbox
+                            .send(mcp_gateway_layers::edge::error_message(
+                                None,
+                                &class,
+                                &e.to_string(),
+                                None,
+                            ))
+                            .await;
+                    }
+                },
+                Frame::Binary(_) => {
+                    let reason = "binary frames are not MCP messages";
+                    let _ = close_tx
+                        .send(CloseFrame {
+                            code: CloseCode::Unsupported,
+                            reason: reason.into(),
+                        })
+                        .await;
+                    break;
+                }
+                Frame::Close(_) => break,
+                Frame::Ping(_) | Frame::Pong(_) | Frame::Frame(_) => {}
+            }
+        }
+        session.close();
+        drop(outbox);
+        drop(close_tx);
+        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+        tracing::info!(client_addr = %peer, transport = "websocket", "session closed");
+    }
+}

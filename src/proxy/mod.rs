@@ -1,0 +1,99 @@
+//! The MCP proxy: a [`Gateway`] handler whose sessions put many backends, each under a
+//! namespace, behind one MCP endpoint.
+//!
+//! Each client session gets its own connection to every backend (for stdio, its own process),
+//! started at `initialize`; `initialize` is answered with the merged capabilities; list methods
+//! are fanned out, merged and prefixed (`{namespace}__{name}`); calls are routed by prefix with
+//! the prefix stripped; request ids are rewritten per backend; a backend's own requests get ids
+//! of the gateway's so that the client's answers find their way back; `notifications/cancelled`
+//! goes only to the backend that owns the request. Every client request runs through the
+//! per-message layer stack: trace, metrics, error edge, in-flight limit, retry, classify.
+
+mod names;
+mod session;
+
+use std::sync::Arc;
+
+use mcp_gateway_layers::BoxError;
+use mcp_gateway_layers::classify::ClassifyLayer;
+use mcp_gateway_layers::edge::ErrorResponseLayer;
+use mcp_gateway_layers::limit::InFlightLimitLayer;
+use mcp_gateway_layers::metrics::MetricsLayer;
+use mcp_gateway_layers::parts::{JsonRpcRequest, JsonRpcResponse};
+use mcp_gateway_layers::retry::RetryPolicy;
+use mcp_gateway_layers::trace::TraceLayer;
+use tower::ServiceBuilder;
+use tower::retry::RetryLayer;
+use tower::util::BoxCloneSyncService;
+
+pub use session::ProxySession;
+
+use crate::config::{BackendConfig, Config};
+use crate::mcp::{ClientTransport, McpHandler, Outbox, Session};
+use crate::telemetry::Telemetry;
+
+/// The per-message stack around a session's router.
+pub(crate) type MessageStack = BoxCloneSyncService<JsonRpcRequest, JsonRpcResponse, BoxError>;
+
+/// The proxy: opens a [`ProxySession`] per client.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<GatewayInner>,
+}
+
+pub(crate) struct GatewayInner {
+    pub(crate) config: Arc<Config>,
+    pub(crate) backends: Vec<Arc<BackendConfig>>,
+    pub(crate) telemetry: Telemetry,
+    in_flight: InFlightLimitLayer,
+}
+
+impl Gateway {
+    /// A gateway for `config`, recording into `telemetry`.
+    pub fn new(config: Arc<Config>, telemetry: Telemetry) -> Self {
+        let in_flight =
+            InFlightLimitLayer::new(config.limits.max_in_flight, telemetry.limits.clone());
+        let backends = config.backends.iter().cloned().map(Arc::new).collect();
+        Gateway {
+            inner: Arc::new(GatewayInner {
+                config,
+                backends,
+                telemetry,
+                in_flight,
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.inner.config
+    }
+
+    /// The telemetry handles.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.inner.telemetry
+    }
+}
+
+impl GatewayInner {
+    /// The per-message layers around `router`.
+    pub(crate) fn stack(&self, router: session::Router) -> MessageStack {
+        let metrics = self.telemetry.gateway.clone();
+        BoxCloneSyncService::new(
+            ServiceBuilder::new()
+                .layer(TraceLayer::new())
+                .layer(MetricsLayer::new(metrics.clone()))
+                .layer(ErrorResponseLayer::new())
+                .layer(self.in_flight.clone())
+                .layer(RetryLayer::new(RetryPolicy::new().metrics(metrics)))
+                .layer(ClassifyLayer::new())
+                .service(router),
+        )
+    }
+}
+
+impl McpHandler for Gateway {
+    fn open(&self, transport: ClientTransport, outbox: Outbox) -> Arc<dyn Session> {
+        ProxySession::open(self.inner.clone(), transport, outbox)
+    }
+}

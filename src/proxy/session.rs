@@ -1,0 +1,891 @@
+//! One client session of the proxy.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use mcp_gateway_layers::BoxError;
+use mcp_gateway_layers::classify::{
+    Component, ErrorClass, ErrorType, GatewayError, classify_error, code,
+};
+use mcp_gateway_layers::jsonrpc::{Kind, McpMethod, Message, set_members};
+use mcp_gateway_layers::parts::{JsonRpcRequest, JsonRpcResponse, Namespace};
+use mcp_gateway_layers::trace::TraceContext;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tower::{Service, ServiceExt};
+
+use super::names::{Names, decode_cursor, encode_cursor};
+use super::{GatewayInner, MessageStack};
+use crate::backend::{BackendClient, BackendEvent, Forwarded, connector};
+use crate::mcp::{
+    BoxFuture, ClientTransport, Outbox, RequestContext, Session, class_error_response,
+    negotiate_version, result_message,
+};
+use crate::telemetry::SessionGuard;
+
+/// Where messages related to a request go while it runs (a Streamable HTTP POST's SSE stream).
+#[derive(Debug, Clone)]
+struct Related(mpsc::Sender<Bytes>);
+
+/// The backend and original name a prefixed tool or prompt name resolved to; decided once, in
+/// `handle`, and read by metrics (namespace) and the router.
+#[derive(Debug, Clone)]
+struct Route(usize, String);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn json_string(s: &str) -> String {
+    Value::from(s).to_string()
+}
+
+fn routing_error(error_type: ErrorType, code: i32, message: String) -> GatewayError {
+    GatewayError::new(
+        ErrorClass::new(error_type, Component::Router).with_jsonrpc_code(code),
+        message,
+    )
+}
+
+#[derive(Default)]
+struct State {
+    backends: Vec<BackendClient>,
+    /// Each backend's `capabilities` from its `initialize` answer (`None`: it did not answer).
+    capabilities: Vec<Option<Value>>,
+    initialized: bool,
+    names: Names,
+    resource_owner: HashMap<String, usize>,
+    template_owner: Vec<(String, usize)>,
+    /// The client's requests in flight: client id → (backend, gateway id), for cancellation.
+    in_flight: HashMap<String, (usize, u64)>,
+    /// The backends' requests to the client: gateway id → (backend, backend's id).
+    server_requests: HashMap<String, (usize, String)>,
+    /// Progress tokens of backends' requests to the client → backend.
+    server_tokens: HashMap<String, usize>,
+    /// Streams of requests in flight, by backend, for the backend's own requests meanwhile.
+    related: Vec<(usize, u64, mpsc::Sender<Bytes>)>,
+}
+
+/// One client session of the proxy.
+pub struct ProxySession {
+    gateway: Arc<GatewayInner>,
+    outbox: Outbox,
+    stack: MessageStack,
+    state: Mutex<State>,
+    events: Mutex<Option<mpsc::Sender<BackendEvent>>>,
+    next_server_request: AtomicU64,
+    closed: AtomicBool,
+    counted: Mutex<Option<SessionGuard>>,
+}
+
+/// The innermost service of the per-message stack: routes a request to its backends.
+#[derive(Clone)]
+pub(crate) struct Router {
+    session: Weak<ProxySession>,
+}
+
+impl Service<JsonRpcRequest> for Router {
+    type Response = JsonRpcResponse;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<JsonRpcResponse, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: JsonRpcRequest) -> Self::Future {
+        let session = self.session.upgrade();
+        Box::pin(async move {
+            let session = session.ok_or_else(|| {
+                GatewayError::new(
+                    ErrorClass::new(ErrorType::Canceled, Component::Client),
+                    "session closed",
+                )
+            })?;
+            Ok(JsonRpcResponse::new(session.route(req).await?))
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct Page<'a> {
+    #[serde(borrow, default)]
+    tools: Option<Vec<&'a RawValue>>,
+    #[serde(borrow, default)]
+    prompts: Option<Vec<&'a RawValue>>,
+    #[serde(borrow, default)]
+    resources: Option<Vec<&'a RawValue>>,
+    #[serde(borrow, default, rename = "resourceTemplates")]
+    resource_templates: Option<Vec<&'a RawValue>>,
+    #[serde(default, rename = "nextCursor")]
+    next_cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ResultOf<'a> {
+    #[serde(borrow)]
+    result: Page<'a>,
+}
+
+#[derive(Deserialize)]
+struct Named {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    uri: Option<String>,
+    #[serde(default, rename = "uriTemplate")]
+    uri_template: Option<String>,
+}
+
+#[derive(Clone, Copy)]
+enum ListKind {
+    Tools,
+    Prompts,
+    Resources,
+    Templates,
+}
+
+impl ListKind {
+    fn key(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools",
+            ListKind::Prompts => "prompts",
+            ListKind::Resources => "resources",
+            ListKind::Templates => "resourceTemplates",
+        }
+    }
+
+    fn capability(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools",
+            ListKind::Prompts => "prompts",
+            ListKind::Resources | ListKind::Templates => "resources",
+        }
+    }
+}
+
+/// Removes what a forwarded call registered, however the call ends.
+struct InFlightGuard<'a> {
+    session: &'a ProxySession,
+    client_id: Option<String>,
+    backend: usize,
+    id: u64,
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.session.state);
+        if let Some(client_id) = &self.client_id {
+            state.in_flight.remove(client_id);
+        }
+        let (backend, id) = (self.backend, self.id);
+        state
+            .related
+            .retain(|(b, i, _)| !(*b == backend && *i == id));
+    }
+}
+
+impl ProxySession {
+    pub(crate) fn open(
+        gateway: Arc<GatewayInner>,
+        transport: ClientTransport,
+        outbox: Outbox,
+    ) -> Arc<ProxySession> {
+        let (events_tx, events_rx) = mpsc::channel(256);
+        let counted = gateway.telemetry.session_opened(transport);
+        let session = Arc::new_cyclic(|weak: &Weak<ProxySession>| ProxySession {
+            stack: gateway.stack(Router {
+                session: weak.clone(),
+            }),
+            gateway: gateway.clone(),
+            outbox,
+            state: Mutex::default(),
+            events: Mutex::new(Some(events_tx)),
+            next_server_request: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+            counted: Mutex::new(Some(counted)),
+        });
+        tokio::spawn(dispatch_events(Arc::downgrade(&session), events_rx));
+        session
+    }
+
+    fn namespaces(&self) -> Vec<Namespace> {
+        self.gateway
+            .backends
+            .iter()
+            .map(|b| Namespace::new(&b.namespace))
+            .collect()
+    }
+
+    fn resolve_name(&self, prefixed: &str) -> Option<Route> {
+        let sep = &self.gateway.config.tool_name_separator;
+        let state = lock(&self.state);
+        let namespaces = self.gateway.backends.iter().map(|b| b.namespace.as_str());
+        state
+            .names
+            .resolve(namespaces, sep, prefixed)
+            .map(|(i, name)| Route(i, name))
+    }
+
+    /// Sends a request to backend `index` and waits for its answer, keeping what cancellation,
+    /// progress and the backend's own requests need to find their way.
+    async fn forward(
+        &self,
+        index: usize,
+        msg: &Message,
+        related: Option<&Related>,
+        trace: Option<&TraceContext>,
+    ) -> Result<Message, GatewayError> {
+        let client = lock(&self.state)
+            .backends
+            .get(index)
+            .cloned()
+            .ok_or_else(|| {
+                GatewayError::new(
+                    ErrorClass::new(ErrorType::Validation, Component::Router),
+                    "send initialize first",
+                )
+            })?;
+        let id = client.next_id();
+        let client_id = msg.id_raw().map(str::to_owned);
+        {
+            let mut state = lock(&self.state);
+            if let Some(client_id) = &client_id {
+                state.in_flight.insert(client_id.clone(), (index, id));
+            }
+            if let Some(related) = related {
+                state.related.push((index, id, related.0.clone()));
+            }
+        }
+        let _guard = InFlightGuard {
+            session: self,
+            client_id,
+            backend: index,
+            id,
+        };
+        let _progress = match (related, msg.meta_progress_token()) {
+            (Some(related), Some(token)) => Some(client.route_progress(token, related.0.clone())),
+            _ => None,
+        };
+        // The backend's span is a child of the gateway's: stdio and WebSocket carry it only in _meta.
+        let outgoing = match trace {
+            Some(ctx) => msg.with_meta(&[("traceparent", ctx.child().traceparent().as_str())]),
+            None => msg.clone(),
+        };
+        client.call(id, &outgoing).await
+    }
+
+    async fn route(self: Arc<Self>, req: JsonRpcRequest) -> Result<Message, GatewayError> {
+        let msg = &req.message;
+        let related = req.extensions.get::<Related>();
+        let trace = req.extensions.get::<TraceContext>();
+        let id = msg.id_raw();
+        let method = msg.method();
+        if method == McpMethod::Initialize {
+            return self.initialize(msg, &req).await;
+        }
+        if method == McpMethod::Ping {
+            return Ok(result_message(id, "{}"));
+        }
+        if !lock(&self.state).initialized {
+            return Err(GatewayError::new(
+                ErrorClass::new(ErrorType::Validation, Component::Client)
+                    .with_jsonrpc_code(code::INVALID_REQUEST),
+                "send initialize first",
+            ));
+        }
+        match method {
+            McpMethod::ToolsList => self.list(ListKind::Tools, msg, trace).await,
+            McpMethod::PromptsList => self.list(ListKind::Prompts, msg, trace).await,
+            McpMethod::ResourcesList => self.list(ListKind::Resources, msg, trace).await,
+            McpMethod::ResourcesTemplatesList => self.list(ListKind::Templates, msg, trace).await,
+            McpMethod::ToolsCall | McpMethod::PromptsGet => {
+                let what = if method == McpMethod::ToolsCall {
+                    "tool"
+                } else {
+                    "prompt"
+                };
+                let Some(Route(index, name)) = req.extensions.get::<Route>().cloned() else {
+                    let name = msg.tool_name().unwrap_or("");
+                    return Err(routing_error(
+                        ErrorType::NotFound,
+                        code::INVALID_PARAMS,
+                        format!("unknown {what}: {name}"),
+                    ));
+                };
+                self.forward(
+                    index,
+                    &msg.with_param("name", &json_string(&name)),
+                    related,
+                    trace,
+                )
+                .await
+            }
+            McpMethod::ResourcesRead
+            | McpMethod::ResourcesSubscribe
+            | McpMethod::ResourcesUnsubscribe => {
+                let uri = param_str(msg, "uri").unwrap_or_default();
+                let index = self.resource_backend(&uri).ok_or_else(|| {
+                    routing_error(
+                        ErrorType::NotFound,
+                        code::RESOURCE_NOT_FOUND,
+                        format!("unknown resource: {uri}"),
+                    )
+                })?;
+                self.forward(index, msg, related, trace).await
+            }
+            McpMethod::CompletionComplete => self.complete(msg, related, trace).await,
+            McpMethod::LoggingSetLevel => {
+                let count = lock(&self.state).backends.len();
+                join_all((0..count).map(|i| self.forward(i, msg, None, trace))).await;
+                Ok(result_message(id, "{}"))
+            }
+            _ if self.gateway.backends.len() == 1 => self.forward(0, msg, related, trace).await,
+            _ => Err(routing_error(
+                ErrorType::NotFound,
+                code::METHOD_NOT_FOUND,
+                format!("method not found: {}", msg.method_name().unwrap_or("")),
+            )),
+        }
+    }
+
+    async fn initialize(
+        &self,
+        msg: &Message,
+        req: &JsonRpcRequest,
+    ) -> Result<Message, GatewayError> {
+        let requested = param_str(msg, "protocolVersion");
+        let version = negotiate_version(requested.as_deref());
+        let forwarded = Forwarded {
+            authorization: self
+                .gateway
+                .config
+                .forward_credentials
+                .then(|| {
+                    req.extensions
+                        .get::<http::HeaderMap>()
+                        .and_then(|h| h.get(http::header::AUTHORIZATION))
+                        .cloned()
+                })
+                .flatten(),
+        };
+        let clients = {
+            let Some(events) = lock(&self.events).clone() else {
+                return Err(GatewayError::new(
+                    ErrorClass::new(ErrorType::Canceled, Component::Client),
+                    "session closed",
+                ));
+            };
+            let mut state = lock(&self.state);
+            if !state.backends.is_empty() {
+                return Err(GatewayError::new(
+                    ErrorClass::new(ErrorType::Validation, Component::Client)
+                        .with_jsonrpc_code(code::INVALID_REQUEST),
+                    "the session is already initialized",
+                ));
+            }
+            state.backends = self
+                .gateway
+                .backends
+                .iter()
+                .enumerate()
+                .map(|(i, config)| {
+                    let connector = connector(
+                        config.clone(),
+                        self.gateway.config.limits.max_message_bytes,
+                        forwarded.clone(),
+                    );
+                    BackendClient::start(
+                        i,
+                        config,
+                        connector,
+                        events.clone(),
+                        self.gateway.telemetry.backends.clone(),
+                    )
+                })
+                .collect();
+            state.backends.clone()
+        };
+        let to_backends = msg.with_param("protocolVersion", &json_string(version));
+        let trace = req.extensions.get::<TraceContext>();
+        let answers = join_all(
+            clients
+                .iter()
+                .enumerate()
+                .map(|(i, _)| self.forward(i, &to_backends, None, trace)),
+        )
+        .await;
+        let mut capabilities = serde_json::Map::new();
+        let mut per_backend = Vec::with_capacity(answers.len());
+        for (answer, client) in answers.into_iter().zip(&clients) {
+            let caps = match answer {
+                Ok(resp) => serde_json::from_slice::<Value>(resp.raw())
+                    .ok()
+                    .and_then(|v| v["result"].get("capabilities").cloned()),
+                Err(e) => {
+                    tracing::warn!(
+                        backend = client.namespace().as_str(),
+                        error_type = e.class().error_type.as_str(),
+                        reason = e.message(),
+                        "backend did not initialize; left out"
+                    );
+                    None
+                }
+            };
+            if let Some(Value::Object(caps)) = &caps {
+                for (key, value) in caps {
+                    merge_capability(
+                        capabilities.entry(key.clone()).or_insert_with(|| json!({})),
+                        value,
+                    );
+                }
+            }
+            per_backend.push(caps);
+        }
+        capabilities.entry("tools").or_insert_with(|| json!({}));
+        {
+            let mut state = lock(&self.state);
+            state.capabilities = per_backend;
+            state.initialized = true;
+        }
+        let result = json!({
+            "protocolVersion": version,
+            "capabilities": capabilities,
+            "serverInfo": {"name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION")},
+        });
+        Ok(result_message(msg.id_raw(), &result.to_string()))
+    }
+
+    async fn list(
+        &self,
+        kind: ListKind,
+        msg: &Message,
+        trace: Option<&TraceContext>,
+    ) -> Result<Message, GatewayError> {
+        let targets: Vec<(usize, Option<String>)> = match param_str(msg, "cursor") {
+            Some(cursor) => decode_cursor(&cursor)
+                .ok_or_else(|| {
+                    routing_error(
+                        ErrorType::Validation,
+                        code::INVALID_PARAMS,
+                        "invalid cursor".to_owned(),
+                    )
+                })?
+                .into_iter()
+                .map(|(i, c)| (i, Some(c)))
+                .collect(),
+            None => {
+                let state = lock(&self.state);
+                let has = |caps: &Option<Value>| {
+                    caps.as_ref()
+                        .is_some_and(|c| c.get(kind.capability()).is_some())
+                };
+                (0..state.backends.len())
+                    .filter(|i| has(&state.capabilities[*i]))
+                    .map(|i| (i, None))
+                    .collect()
+            }
+        };
+        let namespaces = self.namespaces();
+        let requests: Vec<(usize, Message)> = targets
+            .into_iter()
+            .filter(|(i, _)| *i < namespaces.len())
+            .map(|(i, cursor)| {
+                (
+                    i,
+                    match cursor {
+                        Some(c) => msg.with_param("cursor", &json_string(&c)),
+                        None => msg.clone(),
+                    },
+                )
+            })
+            .collect();
+        let answers = join_all(
+            requests
+                .iter()
+                .map(|(i, m)| self.forward(*i, m, None, trace)),
+        )
+        .await;
+        let sep = self.gateway.config.tool_name_separator.clone();
+        let mut items: Vec<String> = Vec::new();
+        let mut next = Vec::new();
+        let mut state = lock(&self.state);
+        for ((index, _), answer) in requests.iter().zip(answers) {
+            let namespace = namespaces[*index].as_str();
+            let resp = match answer {
+                Ok(resp) if resp.kind() == Kind::Response => resp,
+                Ok(resp) => {
+                    tracing::warn!(
+                        backend = namespace,
+                        code = resp.error_code(),
+                        list = kind.key(),
+                        "backend answered the list with an error; left out"
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        backend = namespace,
+                        error_type = e.class().error_type.as_str(),
+                        reason = e.message(),
+                        list = kind.key(),
+                        "backend left out of the list"
+                    );
+                    continue;
+                }
+            };
+            let Ok(page) = serde_json::from_slice::<ResultOf<'_>>(resp.raw()) else {
+                tracing::warn!(
+                    backend = namespace,
+                    list = kind.key(),
+                    "backend's list answer is malformed; left out"
+                );
+                continue;
+            };
+            let page = page.result;
+            let entries = match kind {
+                ListKind::Tools => page.tools,
+                ListKind::Prompts => page.prompts,
+                ListKind::Resources => page.resources,
+                ListKind::Templates => page.resource_templates,
+            };
+            for item in entries.unwrap_or_default() {
+                let Ok(named) = serde_json::from_str::<Named>(item.get()) else {
+                    continue;
+                };
+                match kind {
+                    ListKind::Tools | ListKind::Prompts => {
+                        let Some(name) = named.name else { continue };
+                        let prefixed = state.names.prefixed(*index, namespace, &sep, &name);
+                        if let Some(rewritten) =
+                            set_members(item.get(), &[("name", &json_string(&prefixed))])
+                        {
+                            items.push(rewritten);
+                        }
+                    }
+                    ListKind::Resources => {
+                        if let Some(uri) = named.uri {
+                            state.resource_owner.insert(uri, *index);
+                        }
+                        items.push(item.get().to_owned());
+                    }
+                    ListKind::Templates => {
+                        if let Some(template) = named.uri_template {
+                            let prefix = template.split('{').next().unwrap_or("").to_owned();
+                            if !state
+                                .template_owner
+                                .iter()
+                                .any(|(p, i)| *p == prefix && i == index)
+                            {
+                                state.template_owner.push((prefix, *index));
+                            }
+                        }
+                        items.push(item.get().to_owned());
+                    }
+                }
+            }
+            if let Some(cursor) = page.next_cursor {
+                next.push((*index, cursor));
+            }
+        }
+        drop(state);
+        let next = if next.is_empty() {
+            String::new()
+        } else {
+            format!(",\"nextCursor\":{}", json_string(&encode_cursor(&next)))
+        };
+        let result = format!("{{\"{}\":[{}]{next}}}", kind.key(), items.join(","));
+        Ok(result_message(msg.id_raw(), &result))
+    }
+
+    fn resource_backend(&self, uri: &str) -> Option<usize> {
+        let state = lock(&self.state);
+        if let Some(index) = state.resource_owner.get(uri) {
+            return Some(*index);
+        }
+        let by_template = state
+            .template_owner
+            .iter()
+            .filter(|(prefix, _)| !prefix.is_empty() && uri.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(_, i)| *i);
+        by_template.or_else(|| {
+            let with_resources: Vec<usize> = (0..state.capabilities.len())
+                .filter(|i| {
+                    state.capabilities[*i]
+                        .as_ref()
+                        .is_some_and(|c| c.get("resources").is_some())
+                })
+                .collect();
+            (with_resources.len() == 1).then(|| with_resources[0])
+        })
+    }
+
+    async fn complete(
+        &self,
+        msg: &Message,
+        related: Option<&Related>,
+        trace: Option<&TraceContext>,
+    ) -> Result<Message, GatewayError> {
+        #[derive(Deserialize)]
+        struct Peek<'a> {
+            #[serde(borrow)]
+            params: Params<'a>,
+        }
+        #[derive(Deserialize)]
+        struct Params<'a> {
+            #[serde(borrow, rename = "ref")]
+            reference: &'a RawValue,
+        }
+        let unknown = || {
+            routing_error(
+                ErrorType::NotFound,
+                code::INVALID_PARAMS,
+                "unknown completion reference".to_owned(),
+            )
+        };
+        let peek: Peek<'_> = serde_json::from_slice(msg.raw()).map_err(|_| unknown())?;
+        let reference: Named =
+            serde_json::from_str(peek.params.reference.get()).map_err(|_| unknown())?;
+        if let Some(name) = reference.name {
+            let Route(index, original) = self.resolve_name(&name).ok_or_else(unknown)?;
+            let rewritten = set_members(
+                peek.params.reference.get(),
+                &[("name", &json_string(&original))],
+            )
+            .ok_or_else(unknown)?;
+            return self
+                .forward(index, &msg.with_param("ref", &rewritten), related, trace)
+                .await;
+        }
+        let uri = reference.uri.ok_or_else(unknown)?;
+        let index = self.resource_backend(&uri).ok_or_else(unknown)?;
+        self.forward(index, msg, related, trace).await
+    }
+
+    /// A notification from the client.
+    async fn notify(&self, msg: Message) {
+        let backends = lock(&self.state).backends.clone();
+        match msg.method() {
+            McpMethod::NotificationsCancelled => {
+                let Some(request_id) = param_raw(&msg, "requestId") else {
+                    return;
+                };
+                let owner = lock(&self.state).in_flight.get(&request_id).copied();
+                if let Some((index, id)) = owner {
+                    let note = msg.with_param("requestId", &id.to_string());
+                    if let Some(client) = backends.get(index) {
+                        let _ = client.send(&note).await;
+                    }
+                }
+            }
+            McpMethod::NotificationsProgress => {
+                let Some(token) = param_raw(&msg, "progressToken") else {
+                    return;
+                };
+                let owner = lock(&self.state).server_tokens.get(&token).copied();
+                if let Some(client) = owner.and_then(|i| backends.get(i)) {
+                    let _ = client.send(&msg).await;
+                }
+            }
+            _ => {
+                for client in &backends {
+                    let _ = client.send(&msg).await;
+                }
+            }
+        }
+    }
+
+    /// The client's answer to a backend's request goes back to that backend, under its own id.
+    async fn answer_backend(&self, msg: Message) {
+        let Some(id) = msg.id_raw() else { return };
+        let (owner, client) = {
+            let mut state = lock(&self.state);
+            let owner = state.server_requests.remove(id);
+            let client = owner
+                .as_ref()
+                .and_then(|(i, _)| state.backends.get(*i).cloned());
+            (owner, client)
+        };
+        match (owner, client) {
+            (Some((_, original)), Some(client)) => {
+                let _ = client.send(&msg.with_id(&original)).await;
+            }
+            _ => tracing::debug!(id, "answer to no backend request dropped"),
+        }
+    }
+
+    /// A message from a backend to the client: to the stream of a related request, else the outbox.
+    async fn to_client(&self, raw: Bytes, stream: Option<mpsc::Sender<Bytes>>) {
+        if let Some(stream) = stream {
+            match stream.send(raw).await {
+                Ok(()) => return,
+                Err(e) => {
+                    let _ = self.outbox.send(e.0).await;
+                    return;
+                }
+            }
+        }
+        let _ = self.outbox.send(raw).await;
+    }
+}
+
+/// Merges one backend's capability object into the gateway's: objects union, flags OR.
+fn merge_capability(into: &mut Value, from: &Value) {
+    if let (Value::Object(into), Value::Object(from)) = (into, from) {
+        for (key, value) in from {
+            match (into.get_mut(key), value) {
+                (Some(Value::Bool(have)), Value::Bool(more)) => *have |= more,
+                (Some(_), _) => {}
+                (None, _) => {
+                    into.insert(key.clone(), value.clone());
+                }
+            }
+        }
+    }
+}
+
+/// `params.{key}` as a string.
+fn param_str(msg: &Message, key: &str) -> Option<String> {
+    let value: Value = serde_json::from_slice(msg.raw()).ok()?;
+    value.get("params")?.get(key)?.as_str().map(str::to_owned)
+}
+
+/// `params.{key}` as raw JSON text, as ids and tokens are compared.
+fn param_raw(msg: &Message, key: &str) -> Option<String> {
+    msg.param_raw(key).map(str::to_owned)
+}
+
+/// Delivers the backends' own messages for one session until it closes.
+async fn dispatch_events(session: Weak<ProxySession>, mut events: mpsc::Receiver<BackendEvent>) {
+    while let Some(event) = events.recv().await {
+        let Some(session) = session.upgrade() else {
+            return;
+        };
+        match event {
+            BackendEvent::Request(index, msg) => {
+                let client_id = format!(
+                    "\"gw-{}\"",
+                    session.next_server_request.fetch_add(1, Ordering::Relaxed)
+                );
+                let stream = {
+                    let mut state = lock(&session.state);
+                    state.server_requests.insert(
+                        client_id.clone(),
+                        (index, msg.id_raw().unwrap_or("null").to_owned()),
+                    );
+                    if let Some(token) = msg.meta_progress_token() {
+                        state.server_tokens.insert(token.to_owned(), index);
+                    }
+                    state
+                        .related
+                        .iter()
+                        .rev()
+                        .find(|(b, _, _)| *b == index)
+                        .map(|(_, _, s)| s.clone())
+                };
+                session
+                    .to_client(msg.with_id(&client_id).into_raw(), stream)
+                    .await;
+            }
+            BackendEvent::Notification(index, msg) => {
+                let msg = if msg.method() == McpMethod::NotificationsCancelled {
+                    // The backend withdraws its own request: name it by the id the client knows.
+                    let backend_id = param_raw(&msg, "requestId");
+                    let client_id = lock(&session.state)
+                        .server_requests
+                        .iter()
+                        .find(|(_, (i, id))| *i == index && Some(id) == backend_id.as_ref())
+                        .map(|(c, _)| c.clone());
+                    match client_id {
+                        Some(c) => msg.with_param("requestId", &c),
+                        None => continue,
+                    }
+                } else {
+                    msg
+                };
+                session.to_client(msg.into_raw(), None).await;
+            }
+        }
+    }
+}
+
+impl Session for ProxySession {
+    fn handle(
+        self: Arc<Self>,
+        message: Message,
+        ctx: RequestContext,
+    ) -> BoxFuture<Option<Message>> {
+        Box::pin(async move {
+            match message.kind() {
+                Kind::Request => {
+                    let route = match message.method() {
+                        McpMethod::ToolsCall | McpMethod::PromptsGet => {
+                            message.tool_name().and_then(|n| self.resolve_name(n))
+                        }
+                        _ => None,
+                    };
+                    let namespace = match &route {
+                        Some(Route(i, _)) => Namespace::new(&self.gateway.backends[*i].namespace),
+                        None => Namespace::unrouted(),
+                    };
+                    let mut req = JsonRpcRequest::new(message);
+                    req.extensions.insert(namespace);
+                    if let Some(route) = route {
+                        req.extensions.insert(route);
+                    }
+                    if let Some(related) = ctx.related {
+                        req.extensions.insert(Related(related));
+                    }
+                    req.extensions.insert(ctx.headers);
+                    let id = req.message.id_bytes();
+                    match self.stack.clone().oneshot(req).await {
+                        Ok(resp) => Some(resp.message),
+                        Err(e) => {
+                            let class = classify_error(&*e);
+                            let id = id.as_ref().and_then(|b| std::str::from_utf8(b).ok());
+                            Some(class_error_response(
+                                id,
+                                &class,
+                                "the gateway could not take the request",
+                                None,
+                            ))
+                        }
+                    }
+                }
+                Kind::Notification => {
+                    self.notify(message).await;
+                    None
+                }
+                Kind::Response | Kind::Error => {
+                    self.answer_backend(message).await;
+                    None
+                }
+            }
+        })
+    }
+
+    fn close(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let backends = std::mem::take(&mut lock(&self.state).backends);
+        for client in backends {
+            client.stop();
+        }
+        lock(&self.events).take();
+        lock(&self.counted).take();
+    }
+}
+
+impl Drop for ProxySession {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

@@ -217,7 +217,9 @@ impl DemoSession {
                 "text": format!("Hello, {}!", params["arguments"]["name"].as_str().unwrap_or("you"))}}]})
             .to_string(),
             "prompts/get" => return Some(error(id, -32602, "unknown prompt")),
-            "resources/list" => json!({"resources": [{"uri": "demo://readme", "name": "readme", "mimeType": "text/plain"}]}).to_string(),
+            // Two pages, so that paging across backends is exercised.
+            "resources/list" if params["cursor"] == "page2" => json!({"resources": [{"uri": "demo://items/1", "name": "item 1"}]}).to_string(),
+            "resources/list" => json!({"resources": [{"uri": "demo://readme", "name": "readme", "mimeType": "text/plain"}], "nextCursor": "page2"}).to_string(),
             "resources/templates/list" => json!({"resourceTemplates": [{"uriTemplate": "demo://items/{id}", "name": "item"}]}).to_string(),
             "resources/read" => match params["uri"].as_str().unwrap_or("") {
                 "demo://readme" => json!({"contents": [{"uri": "demo://readme", "mimeType": "text/plain", "text": "This is the demo server."}]}).to_string(),

@@ -116,9 +116,10 @@ async fn run_gateway(config: Config) {
     let telemetry = Telemetry::new();
     let listener = bind(config.listen, "clients").await;
     let metrics_listener = bind(config.metrics.listen, "metrics").await;
+    let bound = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(
-        listen = %config.listen,
-        metrics = %config.metrics.listen,
+        listen = %bound(&listener),
+        metrics = %bound(&metrics_listener),
         backends = config.backends.len(),
         "mcp-gateway serving /mcp, /sse and /ws"
     );

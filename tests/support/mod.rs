@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod clients;
+pub mod processes;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;

@@ -194,6 +194,12 @@ impl Frontend {
         message: &str,
         started: Instant,
     ) -> Response<ResponseBody> {
+        self.count_refusal(class, message, started);
+        error_response(class, message, None)
+    }
+
+    /// Counts and logs input refused before it became a message (HTTP or WebSocket).
+    pub(crate) fn count_refusal(&self, class: &ErrorClass, message: &str, started: Instant) {
         self.telemetry.gateway.record(
             McpMethod::Other,
             Namespace::unrouted(),
@@ -207,7 +213,6 @@ impl Frontend {
             reason = message,
             "request refused"
         );
-        error_response(class, message, None)
     }
 
     async fn route(

@@ -178,6 +178,7 @@ impl Frontend {
                     }
                     Err(e) => {
                         let class = e.class();
+                        self.count_refusal(&class, &e.to_string(), Instant::now());
                         let _ = outbox
                             .send(mcp_gateway_layers::edge::error_message(
                                 None,

@@ -192,8 +192,10 @@ impl BackendClient {
                 match &*link.borrow_and_update() {
                     Link::Up(tx) => return Ok(tx.clone()),
                     Link::Down(why) => {
+                        // The reason (a path, an address) is logged where it happened; the client gets the fact.
+                        let _ = why;
                         return Err(unavailable(
-                            format!("backend {} is down: {why}", self.shared.namespace.as_str()),
+                            format!("backend {} is down", self.shared.namespace.as_str()),
                             false,
                         ));
                     }

@@ -38,6 +38,9 @@ struct Related(mpsc::Sender<Bytes>);
 #[derive(Debug, Clone)]
 struct Route(usize, String);
 
+/// The server capabilities the gateway can route across backends.
+const ROUTED_CAPABILITIES: [&str; 5] = ["tools", "prompts", "resources", "logging", "completions"];
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -439,7 +442,11 @@ impl ProxySession {
                 }
             };
             if let Some(Value::Object(caps)) = &caps {
-                for (key, value) in caps {
+                // Only what the gateway routes: a capability it cannot serve would be a promise broken.
+                for (key, value) in caps
+                    .iter()
+                    .filter(|(k, _)| ROUTED_CAPABILITIES.contains(&k.as_str()))
+                {
                     merge_capability(
                         capabilities.entry(key.clone()).or_insert_with(|| json!({})),
                         value,

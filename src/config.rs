@@ -614,6 +614,51 @@ mod tests {
     }
 
     #[test]
+    fn mcp_servers_json_imports_as_backends() {
+        let dir = std::env::temp_dir().join(format!("mcp-gateway-import-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("clients.json"),
+            r#"{"mcpServers": {
+                "files": {"command": "npx", "args": ["-y", "server-files", "/tmp"], "env": {"TOKEN": "${FILES_TOKEN}"}},
+                "remote": {"type": "http", "url": "http://127.0.0.1:9/mcp", "headers": {"Authorization": "Bearer x"}},
+                "old": {"type": "sse", "url": "http://127.0.0.1:9/sse"}
+            }}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("gateway.yaml"),
+            "import_mcp_servers: clients.json\n",
+        )
+        .unwrap();
+        // SAFETY: this test is the only one that reads FILES_TOKEN.
+        unsafe { std::env::set_var("FILES_TOKEN", "t0k") };
+        let config = Config::load(&dir.join("gateway.yaml")).unwrap();
+        let by_name: BTreeMap<_, _> = config
+            .backends
+            .iter()
+            .map(|b| (b.namespace.as_str(), b))
+            .collect();
+        assert_eq!(by_name["files"].transport, BackendTransport::Stdio);
+        assert_eq!(by_name["files"].args, ["-y", "server-files", "/tmp"]);
+        assert_eq!(by_name["files"].env["TOKEN"], "t0k");
+        assert_eq!(
+            by_name["remote"].transport,
+            BackendTransport::StreamableHttp
+        );
+        assert_eq!(by_name["old"].transport, BackendTransport::Sse);
+        std::fs::write(
+            dir.join("bad.json"),
+            r#"{"mcpServers": {"x": {"url": "ftp://nope", "type": "gopher"}}}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.join("bad.yaml"), "import_mcp_servers: bad.json\n").unwrap();
+        let err = Config::load(&dir.join("bad.yaml")).unwrap_err().to_string();
+        assert!(err.contains("mcpServers.x"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn defaults_bind_loopback() {
         let config = Config::from_yaml("{}").unwrap();
         assert!(config.listen.ip().is_loopback() && config.metrics.listen.ip().is_loopback());

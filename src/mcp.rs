@@ -73,6 +73,11 @@ impl Outbox {
         (Outbox { tx }, rx)
     }
 
+    /// The channel behind the outbox, for routes that deliver to the client directly.
+    pub fn sender(&self) -> mpsc::Sender<Bytes> {
+        self.tx.clone()
+    }
+
     /// Sends a message to the client; waits while the client is slow, fails when it is gone.
     pub async fn send(&self, raw: Bytes) -> Result<(), Bytes> {
         self.tx.send(raw).await.map_err(|e| e.0)
@@ -104,6 +109,9 @@ pub trait Session: Send + Sync + 'static {
 pub trait McpHandler: Send + Sync + 'static {
     /// Opens a session for a client on `transport`; its server-to-client messages go to `outbox`.
     fn open(&self, transport: ClientTransport, outbox: Outbox) -> Arc<dyn Session>;
+
+    /// The server stops: release what outlives sessions (shared backend processes).
+    fn shutdown(&self) {}
 }
 
 /// A JSON-RPC success response to the request with raw id `id`.

@@ -105,7 +105,7 @@ async fn server_initiated_requests_reach_the_right_client_and_come_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_streams_with_its_call_and_cancellation_reaches_only_its_backend() {
     let gw = gateway(&stdio_backends(&["a", "b"], "")).await;
-    let mut http = HttpClient::connect(gw.addr).await;
+    let http = HttpClient::connect(gw.addr).await;
     let mut stream = http
         .request_streaming(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "a__progress", "arguments": {"steps": 3}, "_meta": {"progressToken": "tok"}}}))
         .await;

@@ -108,7 +108,7 @@ struct Shared {
     next_id: AtomicU64,
     /// Progress tokens of calls in flight → the stream their progress goes to. Routed here, in
     /// arrival order, so that progress never overtakes the answer it precedes.
-    progress: Mutex<HashMap<String, mpsc::Sender<Bytes>>>,
+    progress: Mutex<HashMap<String, ProgressTarget>>,
     /// The client's `initialize` and whether `notifications/initialized` followed: replayed
     /// after a restart so the new process is in the same state.
     handshake: Mutex<(Option<Message>, bool)>,
@@ -291,9 +291,15 @@ impl BackendClient {
         })
     }
 
-    /// Sends the progress of the call carrying `token` (raw JSON) to `stream` until the guard drops.
-    pub fn route_progress(&self, token: &str, stream: mpsc::Sender<Bytes>) -> ProgressRoute {
-        lock(&self.shared.progress).insert(token.to_owned(), stream);
+    /// Sends the progress of the call carrying `token` (raw JSON) to `stream` until the guard
+    /// drops; with `original`, the token is put back to the client's own on the way.
+    pub fn route_progress(
+        &self,
+        token: &str,
+        stream: mpsc::Sender<Bytes>,
+        original: Option<String>,
+    ) -> ProgressRoute {
+        lock(&self.shared.progress).insert(token.to_owned(), ProgressTarget { stream, original });
         ProgressRoute {
             shared: self.shared.clone(),
             token: token.to_owned(),
@@ -323,6 +329,14 @@ impl BackendClient {
     pub fn stop(&self) {
         let _ = self.stop.send(true);
     }
+}
+
+/// Where one call's progress goes.
+#[derive(Debug, Clone)]
+struct ProgressTarget {
+    stream: mpsc::Sender<Bytes>,
+    /// The client's token, when the backend saw a gateway-made one.
+    original: Option<String>,
 }
 
 /// Keeps a call's progress routed to its stream.
@@ -399,7 +413,11 @@ async fn deliver(shared: &Shared, events: &mpsc::Sender<BackendEvent>, inbound: 
                     _ => None,
                 };
                 match stream {
-                    Some(stream) => {
+                    Some(ProgressTarget { stream, original }) => {
+                        let msg = match original {
+                            Some(token) => msg.with_param("progressToken", &token),
+                            None => msg,
+                        };
                         let _ = stream.send(msg.into_raw()).await;
                     }
                     None => {

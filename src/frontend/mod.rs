@@ -23,7 +23,7 @@ use mcp_gateway_layers::jsonrpc::{McpMethod, Message, PeekError};
 use mcp_gateway_layers::limit::ConnectionLimiter;
 use mcp_gateway_layers::parts::Namespace;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 pub(crate) use body::ResponseBody;
 use body::full;
@@ -39,6 +39,50 @@ pub(crate) struct Frontend {
     telemetry: Telemetry,
     streamable: streamable_http::Sessions,
     sse: sse::Sessions,
+    requests: Requests,
+    /// Set when shutdown begins: new requests are refused, in-flight ones finish.
+    draining: std::sync::atomic::AtomicBool,
+    /// Set when the drain is over: long-lived connections (WebSocket) close.
+    closing: watch::Sender<bool>,
+}
+
+/// Client requests being handled now, across every frontend, so shutdown can wait for them.
+#[derive(Default)]
+struct Requests {
+    count: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+struct RequestGuard<'a>(&'a Requests);
+
+impl Drop for RequestGuard<'_> {
+    fn drop(&mut self) {
+        if self
+            .0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Requests {
+    fn track(&self) -> RequestGuard<'_> {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        RequestGuard(self)
+    }
+
+    async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// Serves the frontends on `listener` until `shutdown` resolves, then drains in-flight requests
@@ -64,10 +108,11 @@ pub async fn serve(
         handler,
         config,
         telemetry,
+        requests: Requests::default(),
+        draining: std::sync::atomic::AtomicBool::new(false),
+        closing: watch::channel(false).0,
     });
     let reaper = tokio::spawn(streamable_http::reap_idle(Arc::downgrade(&frontend)));
-    // Each connection holds a sender: when all are gone, every connection has drained.
-    let (alive, mut drained) = mpsc::channel::<()>(1);
     let (draining, drain_signal) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -91,7 +136,6 @@ pub async fn serve(
                     async move { Ok::<_, Infallible>(frontend.route(req, peer).await) }
                 });
                 let mut drain_signal = drain_signal.clone();
-                let alive = alive.clone();
                 tokio::spawn(async move {
                     let conn = hyper::server::conn::http1::Builder::new()
                         .serve_connection(io, service)
@@ -106,7 +150,6 @@ pub async fn serve(
                         }
                     }
                     drop(permit);
-                    drop(alive);
                 });
             }
             Err(rejected) => {
@@ -131,17 +174,25 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: draining in-flight requests");
+    frontend
+        .draining
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // Idle keep-alive connections close now; busy ones after their response.
     let _ = draining.send(true);
-    drop(alive);
-    if tokio::time::timeout(drain, drained.recv()).await.is_err() {
+    if tokio::time::timeout(drain, frontend.requests.idle())
+        .await
+        .is_err()
+    {
         tracing::warn!(
             seconds = drain.as_secs(),
-            "drain timed out; closing the remaining connections"
+            "drain timed out; closing with requests still in flight"
         );
     }
     reaper.abort();
+    let _ = frontend.closing.send(true);
     frontend.streamable.close_all();
     frontend.sse.close_all();
+    frontend.handler.shutdown();
 }
 
 /// A JSON-RPC error response for a request refused before it became a message.
@@ -187,6 +238,30 @@ fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
 }
 
 impl Frontend {
+    /// Handles one client message, counted in flight until answered; while the server drains,
+    /// new requests are refused with `unavailable` (-32010, retryable).
+    pub(crate) async fn dispatch(
+        self: Arc<Self>,
+        session: Arc<dyn crate::mcp::Session>,
+        msg: Message,
+        ctx: crate::mcp::RequestContext,
+    ) -> Option<Message> {
+        if self.draining.load(std::sync::atomic::Ordering::SeqCst)
+            && msg.kind() == mcp_gateway_layers::jsonrpc::Kind::Request
+        {
+            let class = ErrorClass::new(ErrorType::Unavailable, Component::Gateway)
+                .with_retry_after(Duration::from_secs(1));
+            return Some(crate::mcp::class_error_response(
+                msg.id_raw(),
+                &class,
+                "the gateway is shutting down",
+                None,
+            ));
+        }
+        let _in_flight = self.requests.track();
+        session.handle(msg, ctx).await
+    }
+
     /// Counts a request the frontend refused before any layer saw it.
     pub(crate) fn refused(
         &self,

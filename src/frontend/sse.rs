@@ -115,17 +115,13 @@ impl Frontend {
             Ok(read) => read,
             Err(resp) => return *resp,
         };
+        let frontend = self.clone();
         tokio::spawn(async move {
-            if let Some(resp) = session
-                .handle(
-                    msg,
-                    RequestContext {
-                        related: None,
-                        headers: parts.headers,
-                    },
-                )
-                .await
-            {
+            let ctx = RequestContext {
+                related: None,
+                headers: parts.headers,
+            };
+            if let Some(resp) = frontend.dispatch(session, msg, ctx).await {
                 let _ = outbox.send(resp.into_raw()).await;
             }
         });

@@ -258,7 +258,7 @@ impl Frontend {
                 related: None,
                 headers: parts.headers,
             };
-            tokio::spawn(session.handle(msg, ctx));
+            tokio::spawn(self.clone().dispatch(session, msg, ctx));
             let mut resp = Response::new(full(Bytes::new()));
             *resp.status_mut() = StatusCode::ACCEPTED;
             return resp;
@@ -267,12 +267,13 @@ impl Frontend {
         if msg.method() == McpMethod::ToolsCall && accepts(&parts.headers, "text/event-stream") {
             let (tx, rx) = mpsc::channel::<Bytes>(64);
             let session = entry.session.clone();
+            let frontend = self.clone();
             let ctx = RequestContext {
                 related: Some(tx.clone()),
                 headers: parts.headers,
             };
             tokio::spawn(async move {
-                if let Some(resp) = session.handle(msg, ctx).await {
+                if let Some(resp) = frontend.dispatch(session, msg, ctx).await {
                     let _ = tx.send(resp.into_raw()).await;
                 }
             });
@@ -282,7 +283,7 @@ impl Frontend {
             related: None,
             headers: parts.headers,
         };
-        match entry.session.clone().handle(msg, ctx).await {
+        match self.clone().dispatch(entry.session.clone(), msg, ctx).await {
             Some(resp) => json_response(resp.into_raw(), None),
             None => {
                 let mut resp = Response::new(full(Bytes::new()));

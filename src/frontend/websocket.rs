@@ -143,8 +143,19 @@ impl Frontend {
             let _ = sink.close().await;
         });
         let idle = Duration::from_secs(self.config.websocket.idle_timeout_secs.max(1));
+        let mut closing = self.closing.subscribe();
+        let mut we_closed = false;
         loop {
-            let frame = match tokio::time::timeout(idle, stream.next()).await {
+            let next = tokio::select! {
+                next = tokio::time::timeout(idle, stream.next()) => next,
+                // The flag only ever turns on, so any change means: close.
+                _ = closing.changed() => {
+                    we_closed = true;
+                    let _ = close_tx.send(CloseFrame { code: CloseCode::Away, reason: "the gateway is stopping".into() }).await;
+                    break;
+                }
+            };
+            let frame = match next {
                 Ok(Some(Ok(frame))) => frame,
                 Ok(Some(Err(e))) => {
                     tracing::info!(client_addr = %peer, error = %e, "WebSocket closed with an error");
@@ -152,6 +163,7 @@ impl Frontend {
                 }
                 Ok(None) => break,
                 Err(_) => {
+                    we_closed = true;
                     let _ = close_tx
                         .send(CloseFrame {
                             code: CloseCode::Away,
@@ -166,12 +178,13 @@ impl Frontend {
                     Ok(msg) => {
                         let session = session.clone();
                         let reply = outbox.clone();
+                        let frontend = self.clone();
                         let ctx = RequestContext {
                             related: None,
                             headers: headers.clone(),
                         };
                         tokio::spawn(async move {
-                            if let Some(resp) = session.handle(msg, ctx).await {
+                            if let Some(resp) = frontend.dispatch(session, msg, ctx).await {
                                 let _ = reply.send(resp.into_raw()).await;
                             }
                         });
@@ -191,6 +204,7 @@ impl Frontend {
                 },
                 Frame::Binary(_) => {
                     let reason = "binary frames are not MCP messages";
+                    we_closed = true;
                     let _ = close_tx
                         .send(CloseFrame {
                             code: CloseCode::Unsupported,
@@ -207,6 +221,17 @@ impl Frontend {
         drop(outbox);
         drop(close_tx);
         let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+        // The close handshake: keep the socket until the client's Close comes back (or 2 s pass).
+        let handshake = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(frame)) = stream.next().await {
+                if matches!(frame, Frame::Close(_)) {
+                    break;
+                }
+            }
+        });
+        if we_closed {
+            let _ = handshake.await;
+        }
         tracing::info!(client_addr = %peer, transport = "websocket", "session closed");
     }
 }

@@ -11,6 +11,7 @@
 
 mod names;
 mod session;
+mod shared;
 
 use std::sync::Arc;
 
@@ -46,6 +47,8 @@ pub(crate) struct GatewayInner {
     pub(crate) backends: Vec<Arc<BackendConfig>>,
     pub(crate) telemetry: Telemetry,
     in_flight: InFlightLimitLayer,
+    /// Backends with `shared: true`, started by the first session that needs them.
+    pub(crate) shared: Vec<std::sync::OnceLock<Arc<shared::SharedBackend>>>,
 }
 
 impl Gateway {
@@ -53,13 +56,18 @@ impl Gateway {
     pub fn new(config: Arc<Config>, telemetry: Telemetry) -> Self {
         let in_flight =
             InFlightLimitLayer::new(config.limits.max_in_flight, telemetry.limits.clone());
-        let backends = config.backends.iter().cloned().map(Arc::new).collect();
+        let backends: Vec<_> = config.backends.iter().cloned().map(Arc::new).collect();
+        let shared = backends
+            .iter()
+            .map(|_| std::sync::OnceLock::new())
+            .collect();
         Gateway {
             inner: Arc::new(GatewayInner {
                 config,
                 backends,
                 telemetry,
                 in_flight,
+                shared,
             }),
         }
     }
@@ -76,6 +84,20 @@ impl Gateway {
 }
 
 impl GatewayInner {
+    /// The shared process of backend `index`, started on first use.
+    pub(crate) fn shared_backend(&self, index: usize) -> Arc<shared::SharedBackend> {
+        self.shared[index]
+            .get_or_init(|| {
+                shared::SharedBackend::start(
+                    index,
+                    &self.backends[index],
+                    self.config.limits.max_message_bytes,
+                    &self.telemetry,
+                )
+            })
+            .clone()
+    }
+
     /// The per-message layers around `router`.
     pub(crate) fn stack(&self, router: session::Router) -> MessageStack {
         let metrics = self.telemetry.gateway.clone();
@@ -95,5 +117,11 @@ impl GatewayInner {
 impl McpHandler for Gateway {
     fn open(&self, transport: ClientTransport, outbox: Outbox) -> Arc<dyn Session> {
         ProxySession::open(self.inner.clone(), transport, outbox)
+    }
+
+    fn shutdown(&self) {
+        for shared in self.inner.shared.iter().filter_map(|s| s.get()) {
+            shared.client.stop();
+        }
     }
 }

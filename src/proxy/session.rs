@@ -85,7 +85,11 @@ pub struct ProxySession {
     next_server_request: AtomicU64,
     closed: AtomicBool,
     counted: Mutex<Option<SessionGuard>>,
+    /// Names this session to shared backends.
+    key: u64,
 }
+
+static NEXT_SESSION_KEY: AtomicU64 = AtomicU64::new(1);
 
 /// The innermost service of the per-message stack: routes a request to its backends.
 #[derive(Clone)]
@@ -173,6 +177,15 @@ impl ListKind {
     }
 }
 
+/// Ends a call's registration with a shared backend, however the call ends.
+struct SharedCall<'a>(&'a super::shared::SharedBackend, u64);
+
+impl Drop for SharedCall<'_> {
+    fn drop(&mut self) {
+        self.0.call_ended(self.1);
+    }
+}
+
 /// Removes what a forwarded call registered, however the call ends.
 struct InFlightGuard<'a> {
     session: &'a ProxySession,
@@ -213,6 +226,7 @@ impl ProxySession {
             next_server_request: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             counted: Mutex::new(Some(counted)),
+            key: NEXT_SESSION_KEY.fetch_add(1, Ordering::Relaxed),
         });
         tokio::spawn(dispatch_events(Arc::downgrade(&session), events_rx));
         session
@@ -272,14 +286,41 @@ impl ProxySession {
             backend: index,
             id,
         };
-        let _progress = match (related, msg.meta_progress_token()) {
-            (Some(related), Some(token)) => Some(client.route_progress(token, related.0.clone())),
-            _ => None,
-        };
+        let shared = self.gateway.backends[index]
+            .shared
+            .then(|| self.gateway.shared_backend(index));
+        let _shared_call = shared.as_ref().map(|s| {
+            s.call_started(id, self.key);
+            SharedCall(s, id)
+        });
+        let mut meta: Vec<(&str, String)> = Vec::new();
+        // Progress goes to the call's stream, else the session's outbox, in arrival order. A
+        // shared process sees a token unique across sessions, put back on the way out.
+        let _progress = msg.meta_progress_token().map(|token| {
+            let stream = related.map_or_else(|| self.outbox.sender(), |r| r.0.clone());
+            match &shared {
+                Some(shared) => {
+                    let unique = shared.unique_token();
+                    let route = client.route_progress(
+                        &json_string(&unique),
+                        stream,
+                        Some(token.to_owned()),
+                    );
+                    meta.push(("progressToken", unique));
+                    route
+                }
+                None => client.route_progress(token, stream, None),
+            }
+        });
         // The backend's span is a child of the gateway's: stdio and WebSocket carry it only in _meta.
-        let outgoing = match trace {
-            Some(ctx) => msg.with_meta(&[("traceparent", ctx.child().traceparent().as_str())]),
-            None => msg.clone(),
+        if let Some(ctx) = trace {
+            meta.push(("traceparent", ctx.child().traceparent()));
+        }
+        let outgoing = if meta.is_empty() {
+            msg.clone()
+        } else {
+            let members: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            msg.with_meta(&members)
         };
         client.call(id, &outgoing).await
     }
@@ -399,6 +440,11 @@ impl ProxySession {
                 .iter()
                 .enumerate()
                 .map(|(i, config)| {
+                    if config.shared {
+                        let shared = self.gateway.shared_backend(i);
+                        shared.subscribe(self.key, events.clone());
+                        return shared.client.clone();
+                    }
                     let connector = connector(
                         config.clone(),
                         self.gateway.config.limits.max_message_bytes,
@@ -417,12 +463,19 @@ impl ProxySession {
         };
         let to_backends = msg.with_param("protocolVersion", &json_string(version));
         let trace = req.extensions.get::<TraceContext>();
-        let answers = join_all(
-            clients
-                .iter()
-                .enumerate()
-                .map(|(i, _)| self.forward(i, &to_backends, None, trace)),
-        )
+        let to_backends = &to_backends;
+        let answers = join_all(clients.iter().enumerate().map(|(i, _)| async move {
+            if !self.gateway.backends[i].shared {
+                return self.forward(i, to_backends, None, trace).await;
+            }
+            // A shared process is initialized once; later sessions read its first answer.
+            let shared = self.gateway.shared_backend(i);
+            let first = shared
+                .initialized
+                .get_or_try_init(|| self.forward(i, to_backends, None, trace))
+                .await?;
+            Ok(first.clone())
+        }))
         .await;
         let mut capabilities = serde_json::Map::new();
         let mut per_backend = Vec::with_capacity(answers.len());
@@ -702,7 +755,15 @@ impl ProxySession {
                 }
             }
             _ => {
-                for client in &backends {
+                let initialized = msg.method() == McpMethod::NotificationsInitialized;
+                for (i, client) in backends.iter().enumerate() {
+                    // A shared process hears `initialized` once, from the session that initialized it.
+                    if initialized
+                        && self.gateway.backends[i].shared
+                        && !self.gateway.shared_backend(i).first_initialized()
+                    {
+                        continue;
+                    }
                     let _ = client.send(&msg).await;
                 }
             }
@@ -883,8 +944,11 @@ impl Session for ProxySession {
             return;
         }
         let backends = std::mem::take(&mut lock(&self.state).backends);
-        for client in backends {
-            client.stop();
+        for (i, client) in backends.into_iter().enumerate() {
+            match self.gateway.shared[i].get() {
+                Some(shared) => shared.unsubscribe(self.key),
+                None => client.stop(),
+            }
         }
         lock(&self.events).take();
         lock(&self.counted).take();

@@ -293,6 +293,14 @@ impl WsClient {
         self.sink.send(frame).await.unwrap();
     }
 
+    /// The next frame of any kind.
+    pub async fn next_frame(&mut self) -> Option<Frame> {
+        tokio::time::timeout(LIMIT, self.stream.next())
+            .await
+            .expect("a frame within the limit")
+            .and_then(Result::ok)
+    }
+
     /// The next text message, or the close frame's code.
     pub async fn next(&mut self) -> Result<Value, Option<u16>> {
         loop {

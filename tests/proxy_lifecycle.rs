@@ -1,0 +1,257 @@
+//! Process and connection lifecycles: a stdio process shared by all sessions, crash-loop
+//! protection, draining on SIGTERM with no process left behind, WebSocket keepalive and idle
+//! timeout.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::clients::{HttpClient, WsClient, text};
+use support::processes::{gateway, gateway_exe};
+use support::{Conn, sample};
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    String::from_utf8_lossy(&Conn::open(addr, None).await.get("/metrics", &[]).await.body)
+        .into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_process_serves_every_session_and_keeps_them_apart() {
+    let exe = gateway_exe();
+    let yaml = format!(
+        "backends:\n  - {{namespace: s, transport: stdio, command: {exe}, args: [demo-server, stdio], shared: true}}\n  - {{namespace: p, transport: stdio, command: {exe}, args: [demo-server, stdio]}}\n"
+    );
+    let gw = gateway(&yaml).await;
+    let mut one = WsClient::connect(gw.addr).await;
+    let mut two = WsClient::connect(gw.addr).await;
+    assert_eq!(
+        text(&one.call(1, "s__whoami", json!({})).await),
+        text(&two.call(1, "s__whoami", json!({})).await),
+        "one shared process"
+    );
+    assert_ne!(
+        text(&one.call(2, "p__whoami", json!({})).await),
+        text(&two.call(2, "p__whoami", json!({})).await),
+        "a process per session"
+    );
+
+    // Both sessions use the same progress token at once; each sees only its own progress.
+    let http_a = HttpClient::connect(gw.addr).await;
+    let http_b = HttpClient::connect(gw.addr).await;
+    let call = |steps: u64| json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "s__progress", "arguments": {"steps": steps}, "_meta": {"progressToken": "same"}}});
+    let (mut stream_a, mut stream_b) = tokio::join!(
+        http_a.request_streaming(call(2)),
+        http_b.request_streaming(call(4))
+    );
+    let id = json!(1);
+    let ((done_a, before_a), (done_b, before_b)) = tokio::join!(
+        support::clients::response_on(&mut stream_a, &id),
+        support::clients::response_on(&mut stream_b, &id)
+    );
+    assert_eq!(
+        (text(&done_a), text(&done_b)),
+        ("2 steps done", "4 steps done")
+    );
+    for (before, steps) in [(&before_a, 2), (&before_b, 4)] {
+        let progress: Vec<_> = before
+            .iter()
+            .map(|m| {
+                (
+                    m["params"]["progressToken"].clone(),
+                    m["params"]["total"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            progress,
+            vec![(json!("same"), steps); steps as usize],
+            "the client's own token, its own call's progress only"
+        );
+    }
+
+    // The same request id in two sessions: cancelling one cancels only that one.
+    one.send(json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "s__sleep", "arguments": {"ms": 30000}}})).await;
+    two.send(json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "s__sleep", "arguments": {"ms": 800}}})).await;
+    assert_eq!(
+        text(
+            &one.call(6, "s__echo", json!({"message": "in flight"}))
+                .await
+        ),
+        "in flight"
+    );
+    one.send(
+        json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 5}}),
+    )
+    .await;
+    let finished = two.next().await.unwrap();
+    assert_eq!(
+        (finished["id"].as_u64(), text(&finished)),
+        (Some(5), "slept 800 ms"),
+        "the other session's call with the same id ran to its end"
+    );
+    assert_eq!(text(&one.call(7, "s__cancellations", json!({})).await), "1");
+
+    // The backend's request goes to the session whose call is in flight.
+    two.send(json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": "s__sample", "arguments": {"prompt": "?"}}})).await;
+    let asked = two.next().await.unwrap();
+    assert_eq!(asked["method"], "sampling/createMessage");
+    two.send(json!({"jsonrpc": "2.0", "id": asked["id"], "result": {"role": "assistant", "content": {"type": "text", "text": "two answered"}, "model": "m"}})).await;
+    assert_eq!(text(&two.next().await.unwrap()), "two answered");
+
+    // Closing a session leaves the shared process running for the others.
+    drop(one);
+    assert_eq!(
+        text(
+            &two.call(9, "s__echo", json!({"message": "still here"}))
+                .await
+        ),
+        "still here"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_looping_backend_is_marked_down_and_drops_out_of_lists() {
+    let yaml = format!(
+        "backends:\n  - {{namespace: good, transport: stdio, command: {}, args: [demo-server, stdio]}}\n  - {{namespace: bad, transport: stdio, command: /bin/sh, args: [-c, 'exit 1'], restart: {{max_restarts: 2, window_secs: 60, backoff_initial_ms: 10}}}}\n",
+        gateway_exe()
+    );
+    let gw = gateway(&yaml).await;
+    let mut ws = WsClient::connect(gw.addr).await;
+    let list = ws.request(1, "tools/list", json!({})).await;
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n.starts_with("good__")),
+        "{names:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !gw
+        .process
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("backend marked down") && l.contains("\"bad\""))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the crash loop was never stopped: {:?}",
+            gw.process.log_lines()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    let down = ws.call(2, "bad__echo", json!({"message": "x"})).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a down backend answers at once"
+    );
+    assert_eq!(down["error"]["code"], -32010, "{down}");
+    assert_eq!(
+        text(&ws.call(3, "good__echo", json!({"message": "fine"})).await),
+        "fine"
+    );
+    let metrics = scrape(gw.metrics).await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"gateway_backend_up{backend="bad",backend_type="stdio"}"#
+        ),
+        Some(0.0),
+        "{metrics}"
+    );
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_stops_backends_and_exits() {
+    let gw = gateway(&format!("backends:\n  - {{namespace: a, transport: stdio, command: {}, args: [demo-server, stdio]}}\n", gateway_exe())).await;
+    let mut ws = WsClient::connect(gw.addr).await;
+    let mut http = HttpClient::connect(gw.addr).await;
+    let pids: Vec<u32> = vec![
+        text(&ws.call(1, "a__whoami", json!({})).await)
+            .parse()
+            .unwrap(),
+        text(&http.call(1, "a__whoami", json!({})).await)
+            .parse()
+            .unwrap(),
+    ];
+    ws.send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "a__sleep", "arguments": {"ms": 1200}}})).await;
+    let slow_http =
+        tokio::spawn(async move { http.call(2, "a__sleep", json!({"ms": 1200})).await });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sample(&scrape(gw.metrics).await, "gateway_requests_in_flight") != Some(2.0) {
+        assert!(Instant::now() < deadline, "the calls never got in flight");
+        tokio::task::yield_now().await;
+    }
+    let mut process = gw.process;
+    let pid = process.child.id().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        text(&ws.next().await.unwrap()),
+        "slept 1200 ms",
+        "the WebSocket call in flight finished"
+    );
+    assert_eq!(
+        text(&slow_http.await.unwrap()),
+        "slept 1200 ms",
+        "the HTTP call in flight finished"
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(15), process.child.wait())
+        .await
+        .expect("exited within 15 s")
+        .unwrap();
+    assert!(exit.success(), "{exit}");
+    for pid in pids {
+        assert!(!alive(pid), "backend process {pid} outlived the gateway");
+    }
+    let log = process.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("backend process stopped"),
+        "stopped gracefully (stdin closed), not killed:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_are_pinged_and_idle_ones_closed() {
+    let yaml = format!(
+        "websocket: {{ping_interval_secs: 1, idle_timeout_secs: 3}}\nbackends:\n  - {{namespace: a, transport: stdio, command: {}, args: [demo-server, stdio]}}\n",
+        gateway_exe()
+    );
+    let gw = gateway(&yaml).await;
+    let mut ws = WsClient::connect(gw.addr).await;
+    loop {
+        match ws.next_frame().await {
+            Some(Frame::Ping(_)) => break,
+            Some(_) => continue,
+            None => panic!("closed before a ping"),
+        }
+    }
+    // Reading nothing, the client answers no pings: after the idle timeout the gateway closes.
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let code = loop {
+        match ws.next_frame().await {
+            Some(Frame::Close(frame)) => break frame.map(|f| u16::from(f.code)),
+            Some(_) => continue,
+            None => break None,
+        }
+    };
+    assert_eq!(
+        code,
+        Some(1001),
+        "closed as idle after {:?}",
+        started.elapsed()
+    );
+}

@@ -114,7 +114,7 @@ async fn a_shared_process_serves_every_session_and_keeps_them_apart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_looping_backend_is_marked_down_and_drops_out_of_lists() {
     let yaml = format!(
-        "backends:\n  - {{namespace: good, transport: stdio, command: {}, args: [demo-server, stdio]}}\n  - {{namespace: bad, transport: stdio, command: /bin/sh, args: [-c, 'exit 1'], restart: {{max_restarts: 2, window_secs: 60, backoff_initial_ms: 10}}}}\n",
+        "backends:\n  - {{namespace: good, transport: stdio, command: {}, args: [demo-server, stdio]}}\n  - {{namespace: bad, transport: stdio, command: /bin/sh, args: [-c, 'echo \"$GREETING from $(pwd)\" >&2; exit 1'], env: {{GREETING: hello}}, cwd: /tmp, restart: {{max_restarts: 2, window_secs: 60, backoff_initial_ms: 10}}}}\n",
         gateway_exe()
     );
     let gw = gateway(&yaml).await;
@@ -164,6 +164,14 @@ async fn a_crash_looping_backend_is_marked_down_and_drops_out_of_lists() {
         Some(0.0),
         "{metrics}"
     );
+    // Its stderr is in the logs under its name; its env and working directory were applied.
+    let stderr_line = gw
+        .process
+        .log_lines()
+        .into_iter()
+        .find(|l| l.contains(r#""stream":"stderr""#) && l.contains(r#""backend":"bad""#))
+        .expect("the backend's stderr in the logs");
+    assert!(stderr_line.contains("hello from /tmp"), "{stderr_line}");
 }
 
 fn alive(pid: u32) -> bool {

@@ -42,12 +42,12 @@ fn check_tools(list: &Value) {
             );
         }
     }
-    assert_eq!(names.len(), NAMESPACES.len() * 9, "{names:?}");
+    assert_eq!(names.len(), NAMESPACES.len() * 10, "{names:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_backend_transport_through_every_frontend() {
-    let (_demo, demo) = demo_http().await;
+    let (demo_process, demo) = demo_http().await;
     let gw = gateway(&four_backends(demo)).await;
 
     let mut http = HttpClient::connect(gw.addr).await;
@@ -149,6 +149,20 @@ async fn every_backend_transport_through_every_frontend() {
         .await;
     assert_eq!(read["result"]["contents"][0]["text"], "item 7", "{read}");
 
+    // A backend's list_changed reaches the client.
+    ws.send(json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": "socket__change", "arguments": {}}})).await;
+    let mut saw_change = false;
+    loop {
+        let m = ws.next().await.unwrap();
+        if m["method"] == "notifications/tools/list_changed" {
+            saw_change = true;
+        }
+        if m["id"] == 8 {
+            break;
+        }
+    }
+    assert!(saw_change, "notifications/tools/list_changed was forwarded");
+
     let metrics = reqwest_metrics(gw.metrics).await;
     for (ns, kind) in [
         ("local", "stdio"),
@@ -167,6 +181,31 @@ async fn every_backend_transport_through_every_frontend() {
         let series = format!(r#"gateway_session_count{{transport="{transport}"}}"#);
         assert_eq!(support::sample(&metrics, &series), Some(1.0), "{series}");
     }
+
+    // Ending the client's session ends the gateway's session at the Streamable HTTP backend (DELETE).
+    let before = ended_sessions(&demo_process);
+    let mut conn = support::Conn::open(gw.addr, None).await;
+    let req = http::Request::delete("/mcp")
+        .header("host", "x")
+        .header("mcp-session-id", &http.session)
+        .body(http_body_util::Full::<bytes::Bytes>::default())
+        .unwrap();
+    assert_eq!(conn.send(req).await.status, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ended_sessions(&demo_process) == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backend never saw a DELETE"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+fn ended_sessions(demo: &support::processes::Running) -> usize {
+    demo.log_lines()
+        .iter()
+        .filter(|l| l.contains("session ended by the client"))
+        .count()
 }
 
 async fn reqwest_metrics(addr: std::net::SocketAddr) -> String {

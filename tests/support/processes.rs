@@ -47,13 +47,17 @@ async fn start<T>(
             let _ = line_tx.send(line);
         }
     });
+    let early_log = log.clone();
     let found = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = line_rx.recv().await {
             if let Some(found) = ready(&line) {
                 return found;
             }
         }
-        panic!("the process exited before it was ready");
+        panic!(
+            "{args:?} exited before it was ready; stderr: {:?}",
+            early_log.lock().unwrap()
+        );
     })
     .await
     .unwrap_or_else(|_| {

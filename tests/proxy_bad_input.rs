@@ -133,6 +133,45 @@ async fn bad_input_is_refused_clearly_and_nobody_else_notices() {
             400,
             Some(-32600),
         ),
+        (
+            "an Accept that allows neither JSON nor SSE",
+            conn.post(
+                "/mcp",
+                ping.clone(),
+                &[("mcp-session-id", &session), ("accept", "text/html")],
+            )
+            .await,
+            406,
+            Some(-32600),
+        ),
+        (
+            "a wrong method on an endpoint",
+            conn.send(
+                http::Request::put("/mcp")
+                    .header("host", "x")
+                    .body(http_body_util::Full::<bytes::Bytes>::default())
+                    .unwrap(),
+            )
+            .await,
+            405,
+            Some(-32600),
+        ),
+        (
+            "a WebSocket subprotocol other than mcp",
+            conn.get(
+                "/ws",
+                &[
+                    ("connection", "upgrade"),
+                    ("upgrade", "websocket"),
+                    ("sec-websocket-version", "13"),
+                    ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                    ("sec-websocket-protocol", "chat"),
+                ],
+            )
+            .await,
+            400,
+            Some(-32600),
+        ),
     ];
     for (what, reply, status, code) in cases {
         assert_eq!(reply.status, status, "{what}: {:?}", reply.body);

@@ -302,3 +302,38 @@ async fn the_get_stream_resumes_from_last_event_id() {
     let done = call.await.unwrap();
     assert!(text(&done).contains("file:///tmp"), "{done}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_flight_limit_sheds_at_once() {
+    let gw = gateway(&format!(
+        "limits: {{max_in_flight: 1}}\n{}",
+        stdio_backends(&["a"], "")
+    ))
+    .await;
+    let mut ws = WsClient::connect(gw.addr).await;
+    ws.send(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "a__sleep", "arguments": {"ms": 1500}}})).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sample(&scrape(gw.metrics).await, "gateway_requests_in_flight") != Some(1.0) {
+        assert!(Instant::now() < deadline, "the call never got in flight");
+        tokio::task::yield_now().await;
+    }
+    let shed = ws.call(2, "a__echo", json!({"message": "x"})).await;
+    assert_eq!(
+        (
+            shed["error"]["code"].as_i64(),
+            shed["error"]["data"]["retryable"].as_bool()
+        ),
+        (Some(-32010), Some(true)),
+        "{shed}"
+    );
+    assert_eq!(text(&ws.next().await.unwrap()), "slept 1500 ms");
+    let metrics = scrape(gw.metrics).await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"gateway_connection_limit_reached_total{scope="in_flight"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+}

@@ -206,11 +206,42 @@ async fn sigterm_drains_in_flight_requests_stops_backends_and_exits() {
         .status()
         .unwrap();
     assert!(status.success());
-    assert_eq!(
-        text(&ws.next().await.unwrap()),
-        "slept 1200 ms",
-        "the WebSocket call in flight finished"
-    );
+    // New requests are refused while the calls in flight finish.
+    let mut finished_ws = false;
+    let mut next_id = 100;
+    let refused = loop {
+        next_id += 1;
+        ws.send(json!({"jsonrpc": "2.0", "id": next_id, "method": "ping"}))
+            .await;
+        let answer = loop {
+            let m = ws
+                .next()
+                .await
+                .expect("the connection stays open while draining");
+            if m["id"] == 2 {
+                assert_eq!(
+                    text(&m),
+                    "slept 1200 ms",
+                    "the WebSocket call in flight finished"
+                );
+                finished_ws = true;
+            } else if m["id"] == next_id {
+                break m;
+            }
+        };
+        if answer.get("error").is_some() {
+            break answer;
+        }
+        assert!(next_id < 10_000, "new requests were never refused");
+    };
+    assert_eq!(refused["error"]["code"], -32010, "{refused}");
+    if !finished_ws {
+        assert_eq!(
+            text(&ws.next().await.unwrap()),
+            "slept 1200 ms",
+            "the WebSocket call in flight finished"
+        );
+    }
     assert_eq!(
         text(&slow_http.await.unwrap()),
         "slept 1200 ms",

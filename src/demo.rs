@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
 
+use crate::lock;
 use crate::mcp::{
     BoxFuture, ClientTransport, McpHandler, Outbox, RequestContext, Session, negotiate_version,
     result_message,
@@ -61,10 +62,6 @@ struct DemoSession {
     waiting: Mutex<HashMap<String, oneshot::Sender<Message>>>,
     /// Running requests by raw id, for cancellation.
     running: Mutex<HashMap<String, oneshot::Sender<()>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn text_result(text: &str) -> String {

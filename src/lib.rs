@@ -11,3 +11,9 @@ pub mod frontend;
 pub mod mcp;
 pub mod proxy;
 pub mod telemetry;
+
+/// Locks a mutex, taking over from a thread that panicked while holding it: the data behind the
+/// gateway's locks are maps and counters that every critical section leaves consistent.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Connector, Inbound, Pipe};
 use crate::config::{BackendConfig, BackendTransport};
+use crate::lock;
 
 /// A message a backend sent on its own: a request to the client (sampling, elicitation,
 /// roots) or a notification.
@@ -113,10 +114,6 @@ struct Shared {
     /// after a restart so the new process is in the same state.
     handshake: Mutex<(Option<Message>, bool)>,
     metrics: BackendMetrics,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A supervised connection to one backend, for one session (or shared by all).

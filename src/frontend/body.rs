@@ -78,3 +78,17 @@ pub(crate) fn sse_event(id: Option<u64>, data: &[u8]) -> Bytes {
     out.extend_from_slice(b"\n\n");
     Bytes::from(out)
 }
+
+/// A response that streams SSE events.
+pub(crate) fn sse_response(body: ResponseBody) -> http::Response<ResponseBody> {
+    let mut resp = http::Response::new(body);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    resp
+}

@@ -6,18 +6,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use mcp_gateway_layers::classify::ErrorType;
 use tokio::sync::mpsc;
 
-use super::body::{ChannelBody, ResponseBody, full, sse_event};
+use super::body::{ChannelBody, ResponseBody, full, sse_event, sse_response};
 use super::{Frontend, client_error};
+use crate::lock;
 use crate::mcp::{ClientTransport, Outbox, RequestContext, Session};
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 type SessionMap = Arc<Mutex<HashMap<String, (Arc<dyn Session>, Outbox)>>>;
 
@@ -74,23 +71,14 @@ impl Frontend {
         let _ = first_tx.try_send(endpoint);
         drop(first_tx);
         let merged = merge(first_rx, rx);
-        let mut resp = Response::new(ChannelBody::boxed(
+        sse_response(ChannelBody::boxed(
             merged,
             frame,
             CloseOnDrop {
                 id,
                 map: self.sse.map.clone(),
             },
-        ));
-        resp.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        resp.headers_mut().insert(
-            http::header::CACHE_CONTROL,
-            HeaderValue::from_static("no-cache"),
-        );
-        resp
+        ))
     }
 
     pub(super) async fn sse_post(

@@ -14,13 +14,10 @@ use mcp_gateway_layers::classify::ErrorType;
 use mcp_gateway_layers::jsonrpc::{Kind, McpMethod};
 use tokio::sync::{Notify, mpsc};
 
-use super::body::{ChannelBody, ResponseBody, as_event, as_is, full, sse_event};
+use super::body::{ChannelBody, ResponseBody, as_event, as_is, full, sse_event, sse_response};
 use super::{Frontend, client_error};
+use crate::lock;
 use crate::mcp::{ClientTransport, Outbox, RequestContext, SUPPORTED_PROTOCOL_VERSIONS, Session};
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The server's own messages for one session, numbered, the last few kept for resumption.
 struct EventLog {
@@ -167,19 +164,6 @@ fn json_response(raw: Bytes, session_id: Option<&str>) -> Response<ResponseBody>
     if let Some(id) = session_id.and_then(|id| HeaderValue::from_str(id).ok()) {
         resp.headers_mut().insert("mcp-session-id", id);
     }
-    resp
-}
-
-fn sse_response(body: ResponseBody) -> Response<ResponseBody> {
-    let mut resp = Response::new(body);
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    resp.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache"),
-    );
     resp
 }
 

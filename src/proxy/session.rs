@@ -23,6 +23,7 @@ use tower::{Service, ServiceExt};
 use super::names::{Names, decode_cursor, encode_cursor};
 use super::{GatewayInner, MessageStack};
 use crate::backend::{BackendClient, BackendEvent, Forwarded, connector};
+use crate::lock;
 use crate::mcp::{
     BoxFuture, ClientTransport, Outbox, RequestContext, Session, class_error_response,
     negotiate_version, result_message,
@@ -40,10 +41,6 @@ struct Route(usize, String);
 
 /// The server capabilities the gateway can route across backends.
 const ROUTED_CAPABILITIES: [&str; 5] = ["tools", "prompts", "resources", "logging", "completions"];
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn json_string(s: &str) -> String {
     Value::from(s).to_string()

@@ -10,11 +10,8 @@ use tokio::sync::{OnceCell, mpsc};
 
 use crate::backend::{BackendClient, BackendEvent, Forwarded, connector};
 use crate::config::BackendConfig;
+use crate::lock;
 use crate::telemetry::Telemetry;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// One backend process shared by all sessions.
 pub(crate) struct SharedBackend {

@@ -11,7 +11,10 @@
 //!
 //! Tools: `echo` (returns `message`), `fail` (a tool error), `sleep` (waits `ms`), `refuse` and
 //! `reset` (fail like a backend whose connection is refused or reset), `flaky` (refused once,
-//! then answers: the retry layer recovers it). Unknown tools get -32602, unknown methods -32601.
+//! then answers: the retry layer recovers it), `unauthorized` (401), `forbidden` (403),
+//! `limited` (429, `Retry-After: 60`), `garbage` (a body that is not JSON-RPC), `broken` (an
+//! internal error whose text must not leak), `stall` (outlasts the 3 s timeout). Unknown tools
+//! get -32602, unknown methods -32601.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -120,6 +123,33 @@ async fn app(
                     Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into())
                 }
                 "flaky" => Ok(ok(text("recovered"))),
+                "unauthorized" => Ok(json(
+                    401,
+                    serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32001, "message": "who are you?"}}),
+                )),
+                "forbidden" => Ok(json(
+                    403,
+                    serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32003, "message": "not you"}}),
+                )),
+                "limited" => {
+                    let mut resp = json(
+                        429,
+                        serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32029, "message": "slow down"}}),
+                    );
+                    resp.headers_mut().insert(
+                        http::header::RETRY_AFTER,
+                        http::HeaderValue::from_static("60"),
+                    );
+                    Ok(resp)
+                }
+                "garbage" => Ok(http::Response::builder()
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from_static(b"this is not JSON-RPC")))?),
+                "broken" => Err(std::io::Error::other("the disk is on fire at /var/secret").into()),
+                "stall" => {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    Ok(ok(text("too late")))
+                }
                 other => Ok(json(
                     200,
                     serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602, "message": format!("unknown tool: {other}")}}),
@@ -159,6 +189,7 @@ pub async fn serve(
         .layer(InFlightLimitLayer::new(limits.max_in_flight, limit_metrics))
         .layer(RetryLayer::new(RetryPolicy::new().metrics(metrics)))
         .layer(ClassifyLayer::new())
+        .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(3)))
         .service(tower::service_fn(move |req| app(req, flaky.clone())));
     let stack: tower::util::BoxCloneService<
         http::Request<Incoming>,

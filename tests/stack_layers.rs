@@ -139,6 +139,34 @@ async fn every_layer_counts_exactly_what_happened() {
         a.post("/mcp", call(16, "reset", "{}"), &[]).await.status,
         503
     );
+    for (id, tool, status, error_type) in [
+        (40, "unauthorized", 401, "unauthorized"),
+        (41, "forbidden", 403, "forbidden"),
+        (42, "limited", 429, "rate_limited"),
+        (43, "garbage", 200, "backend_protocol"),
+        (44, "broken", 500, "internal"),
+        (45, "stall", 504, "timeout"),
+    ] {
+        let r = a.post("/mcp", call(id, tool, "{}"), &[]).await;
+        assert_eq!(r.status, status, "{tool}: {:?}", r.body);
+        if status >= 500 {
+            // Gateway-made errors: classified, never with internal text.
+            let err = r.json();
+            assert_eq!(
+                err["error"]["data"]["error_type"], error_type,
+                "{tool}: {err}"
+            );
+            assert!(
+                !String::from_utf8_lossy(&r.body).contains("secret"),
+                "{tool}: internal text leaked"
+            );
+        }
+    }
+    assert_eq!(
+        a.post("/mcp", call(46, "limited", "{}"), &[]).await.headers["retry-after"],
+        "60",
+        "passed through, not waited for"
+    );
     let r = a.post("/mcp", call(17, "flaky", "{}"), &[]).await;
     assert_eq!(
         r.json()["result"]["content"][0]["text"],
@@ -248,7 +276,7 @@ async fn every_layer_counts_exactly_what_happened() {
         ),
         (
             r#"gateway_request_duration_seconds_count{method="tools/call",namespace="none"}"#,
-            12.0,
+            19.0,
         ),
         (
             r#"gateway_request_duration_seconds_count{method="other",namespace="none"}"#,
@@ -312,7 +340,7 @@ async fn every_layer_counts_exactly_what_happened() {
         .filter(|l| l.starts_with("gateway_errors_total{"))
         .count();
     assert_eq!(
-        error_series, 7,
+        error_series, 13,
         "no error series beyond the expected ones:\n{text}"
     );
 

@@ -6,8 +6,8 @@
 //! (a tool error), `progress {steps}` (progress notifications), `sample {prompt}` (asks the
 //! client for `sampling/createMessage`), `roots` (asks the client for `roots/list`),
 //! `cancellations` (how many `notifications/cancelled` this server received), `whoami`
-//! (this process's pid), `change` (sends `notifications/tools/list_changed`), `auth` (the
-//! `Authorization` header the call came with, over HTTP), and on stdio `crash` (the process exits mid-call) and `garbage`
+//! (this process's pid), `change` (sends `notifications/tools/list_changed`), `headers` (the
+//! `Authorization` and `traceparent` headers the call came with, over HTTP), and on stdio `crash` (the process exits mid-call) and `garbage`
 //! (writes a non-JSON line to stdout, then answers).
 
 use std::collections::HashMap;
@@ -168,12 +168,16 @@ impl DemoSession {
             },
             "cancellations" => text_result(&self.cancellations.load(Ordering::SeqCst).to_string()),
             "whoami" => text_result(&std::process::id().to_string()),
-            "auth" => text_result(
-                ctx.headers
-                    .get(http::header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("none"),
-            ),
+            "headers" => {
+                let seen = |name: &str| {
+                    ctx.headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("none")
+                        .to_owned()
+                };
+                text_result(&json!({"authorization": seen("authorization"), "traceparent": seen("traceparent")}).to_string())
+            }
             "change" => {
                 let note = json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"});
                 let _ = self.outbox.send(Bytes::from(note.to_string())).await;
@@ -219,7 +223,7 @@ impl DemoSession {
                 {"name": "cancellations", "description": "Cancellations received", "inputSchema": {"type": "object"}},
                 {"name": "whoami", "description": "This server's process id", "inputSchema": {"type": "object"}},
                 {"name": "change", "description": "Announces that the tool list changed", "inputSchema": {"type": "object"}},
-                {"name": "auth", "description": "The Authorization header this call came with", "inputSchema": {"type": "object"}},
+                {"name": "headers", "description": "The Authorization and traceparent headers this call came with", "inputSchema": {"type": "object"}},
             ]})
             .to_string(),
             "tools/call" => return self.call_tool(id, &params, ctx).await,

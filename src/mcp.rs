@@ -92,6 +92,10 @@ pub struct RequestContext {
     pub related: Option<mpsc::Sender<Bytes>>,
     /// The HTTP headers the message came with (the upgrade request's for WebSocket).
     pub headers: HeaderMap,
+    /// The client's address.
+    pub client_addr: Option<std::net::SocketAddr>,
+    /// The transport's session id (`Mcp-Session-Id`, the SSE `sessionId`, the WebSocket's own).
+    pub session_id: Option<Arc<str>>,
 }
 
 /// A client session.

@@ -56,6 +56,47 @@ async fn many_clients_with_the_same_ids_never_collide() {
     for task in tasks {
         task.await.unwrap();
     }
+    // Exactly one log event per JSON-RPC request (12 × (initialize + 10 calls) + the same on
+    // the WebSocket), each with the fields of the log contract.
+    let expected = 12 * 11 + 11;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let events: Vec<serde_json::Value> = gw
+            .process
+            .log_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["message"] == "request completed" || e["message"] == "request failed")
+            .collect();
+        if events.len() >= expected || Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(events.len(), expected);
+    let mut seen = std::collections::HashSet::new();
+    for e in &events {
+        assert_eq!(e["message"], "request completed", "{e}");
+        assert_eq!(e["status"], "ok", "{e}");
+        assert_eq!(e["trace_id"].as_str().map(str::len), Some(32), "{e}");
+        assert_eq!(e["span_id"].as_str().map(str::len), Some(16), "{e}");
+        assert!(
+            e["duration_ms"].as_f64().is_some() && e["client_addr"].is_string(),
+            "{e}"
+        );
+        let method = e["method"].as_str().unwrap();
+        let expected_namespace = if method == "tools/call" { "a" } else { "none" };
+        assert_eq!(
+            (e["namespace"].as_str(), e["backend"].as_str()),
+            (Some(expected_namespace), Some(expected_namespace)),
+            "{e}"
+        );
+        let key = (
+            e["session_id"].as_str().expect("session_id").to_owned(),
+            e["request_id"].as_str().expect("request_id").to_owned(),
+        );
+        assert!(seen.insert(key), "two events for one request: {e}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

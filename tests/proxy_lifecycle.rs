@@ -294,3 +294,46 @@ async fn websockets_are_pinged_and_idle_ones_closed() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_ignores_stdin_and_sigterm_is_killed_on_stop() {
+    let yaml = format!(
+        "backends:\n  - {{namespace: a, transport: stdio, command: {}, args: [demo-server, stdio]}}\n  - {{namespace: stubborn, transport: stdio, command: /bin/sh, args: [-c, 'trap \"\" TERM; while :; do sleep 0.1; done'], timeout_secs: 1, restart: {{grace_secs: 1}}}}\n",
+        gateway_exe()
+    );
+    let gw = gateway(&yaml).await;
+    let ws = WsClient::connect(gw.addr).await;
+    let started_line = gw
+        .process
+        .log_lines()
+        .into_iter()
+        .find(|l| l.contains("backend process started") && l.contains(r#""backend":"stubborn""#))
+        .expect("the stubborn backend started");
+    let stubborn_pid = serde_json::from_str::<serde_json::Value>(&started_line).unwrap()["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    let mut process = gw.process;
+    let pid = process.child.id().unwrap();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(15), process.child.wait())
+        .await
+        .expect("exited within 15 s")
+        .unwrap();
+    assert!(exit.success(), "{exit}");
+    assert!(
+        !alive(stubborn_pid),
+        "the stubborn backend outlived the gateway"
+    );
+    let log = process.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("backend process killed after ignoring SIGTERM"),
+        "{log}"
+    );
+    drop(ws);
+}

@@ -21,19 +21,28 @@ async fn session_with_token(addr: std::net::SocketAddr) -> (Conn, String) {
 }
 
 async fn auth_seen(conn: &mut Conn, session: &str) -> String {
-    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "up__auth", "arguments": {}}});
-    let r = conn
-        .post(
-            "/mcp",
-            call.to_string(),
-            &[
-                ("mcp-session-id", session),
-                ("authorization", "Bearer client-token"),
-            ],
-        )
-        .await;
-    text(&r.json()).to_owned()
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "up__headers", "arguments": {}}});
+    let headers = [
+        ("mcp-session-id", session),
+        ("authorization", "Bearer client-token"),
+        ("traceparent", CLIENT_TRACE),
+    ];
+    let r = conn.post("/mcp", call.to_string(), &headers).await;
+    let seen: serde_json::Value = serde_json::from_str(text(&r.json())).unwrap();
+    // The backend's request is in the client's trace, as a span of the gateway's.
+    let traceparent = seen["traceparent"].as_str().unwrap();
+    assert!(
+        traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{traceparent}"
+    );
+    assert!(
+        !traceparent.contains("00f067aa0ba902b7"),
+        "a new span, not the client's: {traceparent}"
+    );
+    seen["authorization"].as_str().unwrap().to_owned()
 }
+
+const CLIENT_TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_are_forwarded_only_when_configured() {

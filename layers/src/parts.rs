@@ -4,6 +4,7 @@
 //! One WebSocket or SSE connection carries many JSON-RPC requests; the gateway runs the layers
 //! once per message by wrapping each in a [`JsonRpcRequest`] / [`JsonRpcResponse`].
 
+use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
 use http::{Extensions, HeaderMap};
@@ -153,5 +154,24 @@ impl prometheus_client::encoding::EncodeLabelValue for Namespace {
         encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
     ) -> Result<(), std::fmt::Error> {
         std::fmt::Write::write_str(encoder, &self.0)
+    }
+}
+
+/// The client's address, set by whoever accepted the connection; read by logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// The MCP session a request belongs to, set by the transport; read by logs and spans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionId(pub Arc<str>);
+
+impl SessionId {
+    /// The session a request carries: the extension, else its `Mcp-Session-Id` header.
+    pub fn of<R: RequestParts>(req: &R) -> Option<Arc<str>> {
+        if let Some(id) = req.extensions().get::<SessionId>() {
+            return Some(id.0.clone());
+        }
+        let header = req.headers()?.get("mcp-session-id")?.to_str().ok()?;
+        Some(Arc::from(header))
     }
 }

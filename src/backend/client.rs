@@ -30,6 +30,9 @@ pub enum BackendEvent {
     Request(usize, Message),
     /// A notification from the backend at this index.
     Notification(usize, Message),
+    /// Acknowledge once every earlier event has been passed on: an answer that arrived after
+    /// them waits for it, so that it never overtakes them on the client's stream.
+    Barrier(oneshot::Sender<()>),
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -107,6 +110,8 @@ struct Shared {
     link: watch::Sender<Link>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     next_id: AtomicU64,
+    /// Events sent to the session since the last answer was released.
+    events_pending: std::sync::atomic::AtomicBool,
     /// Progress tokens of calls in flight → the stream their progress goes to. Routed here, in
     /// arrival order, so that progress never overtakes the answer it precedes.
     progress: Mutex<HashMap<String, ProgressTarget>>,
@@ -155,6 +160,7 @@ impl BackendClient {
             pending: Mutex::default(),
             next_id: AtomicU64::new(1),
             progress: Mutex::default(),
+            events_pending: std::sync::atomic::AtomicBool::new(false),
             handshake: Mutex::default(),
             metrics,
         });
@@ -392,6 +398,12 @@ async fn deliver(shared: &Shared, events: &mpsc::Sender<BackendEvent>, inbound: 
                     .and_then(|id| lock(&shared.pending).remove(&id));
                 match waiter {
                     Some(waiter) => {
+                        if shared.events_pending.swap(false, Ordering::SeqCst) {
+                            let (passed, acked) = oneshot::channel();
+                            if events.send(BackendEvent::Barrier(passed)).await.is_ok() {
+                                let _ = acked.await;
+                            }
+                        }
                         let _ = waiter.send(Ok(msg));
                     }
                     None => {
@@ -400,6 +412,7 @@ async fn deliver(shared: &Shared, events: &mpsc::Sender<BackendEvent>, inbound: 
                 }
             }
             Kind::Request => {
+                shared.events_pending.store(true, Ordering::SeqCst);
                 let _ = events.send(BackendEvent::Request(shared.index, msg)).await;
             }
             Kind::Notification => {
@@ -418,6 +431,7 @@ async fn deliver(shared: &Shared, events: &mpsc::Sender<BackendEvent>, inbound: 
                         let _ = stream.send(msg.into_raw()).await;
                     }
                     None => {
+                        shared.events_pending.store(true, Ordering::SeqCst);
                         let _ = events
                             .send(BackendEvent::Notification(shared.index, msg))
                             .await;

@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Full};
 use mcp_gateway_layers::sse::SseParser;
 use tokio::sync::mpsc;
 
-use super::streamable_http::{HttpClient, base_headers, http_client};
+use super::streamable_http::{HttpClient, base_headers, http_client, trace_headers};
 use super::{Connector, Forwarded, Inbound, Pipe, inbound};
 use crate::config::BackendConfig;
 use crate::mcp::BoxFuture;
@@ -134,6 +134,9 @@ impl Connector for SseConnector {
                         .header(http::header::CONTENT_TYPE, "application/json");
                     if let Some(h) = req.headers_mut() {
                         h.extend(headers.clone());
+                        if let Ok(msg) = mcp_gateway_layers::jsonrpc::Message::parse(raw.clone()) {
+                            trace_headers(&msg, h);
+                        }
                     }
                     let Ok(req) = req.body(Full::new(raw)) else {
                         continue;

@@ -49,6 +49,18 @@ pub(super) fn base_headers(config: &BackendConfig, forwarded: &Forwarded) -> Hea
     headers
 }
 
+/// The trace context the gateway wrote into `params._meta`, also as W3C headers.
+pub(super) fn trace_headers(msg: &Message, headers: &mut HeaderMap) {
+    for (name, value) in [
+        ("traceparent", msg.meta_traceparent()),
+        ("tracestate", msg.meta_tracestate()),
+    ] {
+        if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert(name, value);
+        }
+    }
+}
+
 pub(super) struct StreamableHttpConnector {
     config: Arc<BackendConfig>,
     max_message_bytes: usize,
@@ -156,11 +168,14 @@ impl Link {
     }
 
     async fn post(&self, msg: Message) {
-        let req = self
+        let mut req = self
             .request(Method::POST)
             .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::ACCEPT, "application/json, text/event-stream")
-            .body(Full::new(msg.raw().clone()));
+            .header(http::header::ACCEPT, "application/json, text/event-stream");
+        if let Some(headers) = req.headers_mut() {
+            trace_headers(&msg, headers);
+        }
+        let req = req.body(Full::new(msg.raw().clone()));
         let Ok(req) = req else {
             return self
                 .fail(

@@ -195,6 +195,23 @@ pub async fn serve(
     frontend.handler.shutdown();
 }
 
+/// What the session learns of a message that came in `parts`.
+pub(crate) fn context(
+    parts: http::request::Parts,
+    related: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    session_id: Option<&str>,
+) -> crate::mcp::RequestContext {
+    crate::mcp::RequestContext {
+        related,
+        client_addr: parts
+            .extensions
+            .get::<mcp_gateway_layers::parts::ClientAddr>()
+            .map(|a| a.0),
+        session_id: session_id.map(Arc::from),
+        headers: parts.headers,
+    }
+}
+
 /// A JSON-RPC error response for a request refused before it became a message.
 pub(crate) fn error_response(
     class: &ErrorClass,
@@ -292,9 +309,11 @@ impl Frontend {
 
     async fn route(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<ResponseBody> {
+        req.extensions_mut()
+            .insert(mcp_gateway_layers::parts::ClientAddr(peer));
         let started = Instant::now();
         if let Some(origin) = req.headers().get(http::header::ORIGIN) {
             let ok = origin

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use super::body::{ChannelBody, ResponseBody, full, sse_event, sse_response};
 use super::{Frontend, client_error};
 use crate::lock;
-use crate::mcp::{ClientTransport, Outbox, RequestContext, Session};
+use crate::mcp::{ClientTransport, Outbox, Session};
 
 type SessionMap = Arc<Mutex<HashMap<String, (Arc<dyn Session>, Outbox)>>>;
 
@@ -105,10 +105,7 @@ impl Frontend {
         };
         let frontend = self.clone();
         tokio::spawn(async move {
-            let ctx = RequestContext {
-                related: None,
-                headers: parts.headers,
-            };
+            let ctx = super::context(parts, None, Some(&id));
             if let Some(resp) = frontend.dispatch(session, msg, ctx).await {
                 let _ = outbox.send(resp.into_raw()).await;
             }

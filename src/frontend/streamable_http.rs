@@ -15,9 +15,9 @@ use mcp_gateway_layers::jsonrpc::{Kind, McpMethod};
 use tokio::sync::{Notify, mpsc};
 
 use super::body::{ChannelBody, ResponseBody, as_event, as_is, full, sse_event, sse_response};
-use super::{Frontend, client_error};
+use super::{Frontend, client_error, context};
 use crate::lock;
-use crate::mcp::{ClientTransport, Outbox, RequestContext, SUPPORTED_PROTOCOL_VERSIONS, Session};
+use crate::mcp::{ClientTransport, Outbox, SUPPORTED_PROTOCOL_VERSIONS, Session};
 
 /// The server's own messages for one session, numbered, the last few kept for resumption.
 struct EventLog {
@@ -230,18 +230,15 @@ impl Frontend {
             Err(resp) => return *resp,
         };
         if msg.method() == McpMethod::Initialize {
-            return self.initialize(parts.headers, msg).await;
+            return self.initialize(parts, msg).await;
         }
-        let (_, entry) = match self.session_of(&parts.headers, started) {
+        let (id, entry) = match self.session_of(&parts.headers, started) {
             Ok(found) => found,
             Err(resp) => return *resp,
         };
         if msg.kind() != Kind::Request {
             let session = entry.session.clone();
-            let ctx = RequestContext {
-                related: None,
-                headers: parts.headers,
-            };
+            let ctx = context(parts, None, Some(&id));
             tokio::spawn(self.clone().dispatch(session, msg, ctx));
             let mut resp = Response::new(full(Bytes::new()));
             *resp.status_mut() = StatusCode::ACCEPTED;
@@ -252,10 +249,7 @@ impl Frontend {
             let (tx, rx) = mpsc::channel::<Bytes>(64);
             let session = entry.session.clone();
             let frontend = self.clone();
-            let ctx = RequestContext {
-                related: Some(tx.clone()),
-                headers: parts.headers,
-            };
+            let ctx = context(parts, Some(tx.clone()), Some(&id));
             tokio::spawn(async move {
                 if let Some(resp) = frontend.dispatch(session, msg, ctx).await {
                     let _ = tx.send(resp.into_raw()).await;
@@ -263,10 +257,7 @@ impl Frontend {
             });
             return sse_response(ChannelBody::boxed(rx, as_event, ()));
         }
-        let ctx = RequestContext {
-            related: None,
-            headers: parts.headers,
-        };
+        let ctx = context(parts, None, Some(&id));
         match self.clone().dispatch(entry.session.clone(), msg, ctx).await {
             Some(resp) => json_response(resp.into_raw(), None),
             None => {
@@ -279,9 +270,10 @@ impl Frontend {
 
     async fn initialize(
         self: Arc<Self>,
-        headers: http::HeaderMap,
+        parts: http::request::Parts,
         msg: mcp_gateway_layers::jsonrpc::Message,
     ) -> Response<ResponseBody> {
+        let id = new_session_id();
         let (outbox, mut outgoing) = Outbox::new(256);
         let session = self.handler.open(ClientTransport::StreamableHttp, outbox);
         let log = Arc::new(EventLog::new(self.config.sessions.replay_events));
@@ -293,13 +285,7 @@ impl Frontend {
         });
         let resp = session
             .clone()
-            .handle(
-                msg,
-                RequestContext {
-                    related: None,
-                    headers,
-                },
-            )
+            .handle(msg, context(parts, None, Some(&id)))
             .await;
         let Some(resp) = resp else {
             session.close();
@@ -309,7 +295,6 @@ impl Frontend {
             session.close();
             return json_response(resp.into_raw(), None);
         }
-        let id = new_session_id();
         lock(&self.streamable.map).insert(
             id.clone(),
             Arc::new(Entry {

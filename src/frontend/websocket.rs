@@ -111,6 +111,7 @@ impl Frontend {
         let session = self
             .handler
             .open(ClientTransport::WebSocket, outbox.clone());
+        let session_id: Arc<str> = Arc::from(super::streamable_http::new_session_id());
         tracing::info!(client_addr = %peer, transport = "websocket", "session opened");
         let (mut sink, mut stream) = socket.split();
         let (close_tx, mut close_rx) = mpsc::channel::<CloseFrame>(1);
@@ -182,6 +183,8 @@ impl Frontend {
                         let ctx = RequestContext {
                             related: None,
                             headers: headers.clone(),
+                            client_addr: Some(peer),
+                            session_id: Some(session_id.clone()),
                         };
                         tokio::spawn(async move {
                             if let Some(resp) = frontend.dispatch(session, msg, ctx).await {

@@ -104,7 +104,7 @@ impl GatewayInner {
         BoxCloneSyncService::new(
             ServiceBuilder::new()
                 .layer(TraceLayer::new())
-                .layer(MetricsLayer::new(metrics.clone()))
+                .layer(MetricsLayer::new(metrics.clone()).log_requests())
                 .layer(ErrorResponseLayer::new())
                 .layer(self.in_flight.clone())
                 .layer(RetryLayer::new(RetryPolicy::new().metrics(metrics)))

@@ -12,7 +12,9 @@ use mcp_gateway_layers::classify::{
     Component, ErrorClass, ErrorType, GatewayError, classify_error, code,
 };
 use mcp_gateway_layers::jsonrpc::{Kind, McpMethod, Message, set_members};
-use mcp_gateway_layers::parts::{JsonRpcRequest, JsonRpcResponse, Namespace};
+use mcp_gateway_layers::parts::{
+    ClientAddr, JsonRpcRequest, JsonRpcResponse, Namespace, SessionId,
+};
 use mcp_gateway_layers::trace::TraceContext;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -859,6 +861,10 @@ async fn dispatch_events(session: Weak<ProxySession>, mut events: mpsc::Receiver
                     .to_client(msg.with_id(&client_id).into_raw(), stream)
                     .await;
             }
+            // Everything before it has been handed to the client's queue.
+            BackendEvent::Barrier(passed) => {
+                let _ = passed.send(());
+            }
             BackendEvent::Notification(index, msg) => {
                 let msg = if msg.method() == McpMethod::NotificationsCancelled {
                     // The backend withdraws its own request: name it by the id the client knows.
@@ -909,6 +915,12 @@ impl Session for ProxySession {
                         req.extensions.insert(Related(related));
                     }
                     req.extensions.insert(ctx.headers);
+                    if let Some(addr) = ctx.client_addr {
+                        req.extensions.insert(ClientAddr(addr));
+                    }
+                    if let Some(id) = ctx.session_id {
+                        req.extensions.insert(SessionId(id));
+                    }
                     let id = req.message.id_bytes();
                     match self.stack.clone().oneshot(req).await {
                         Ok(resp) => Some(resp.message),

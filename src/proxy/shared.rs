@@ -105,6 +105,19 @@ async fn dispatch(shared: Weak<SharedBackend>, mut events: mpsc::Receiver<Backen
                     ),
                 }
             }
+            BackendEvent::Barrier(passed) => {
+                let subscribers: Vec<_> = lock(&shared.subscribers)
+                    .iter()
+                    .map(|(_, tx)| tx.clone())
+                    .collect();
+                for tx in subscribers {
+                    let (sub_passed, sub_acked) = tokio::sync::oneshot::channel();
+                    if tx.send(BackendEvent::Barrier(sub_passed)).await.is_ok() {
+                        let _ = sub_acked.await;
+                    }
+                }
+                let _ = passed.send(());
+            }
             BackendEvent::Notification(index, msg) => {
                 let subscribers: Vec<_> = lock(&shared.subscribers)
                     .iter()

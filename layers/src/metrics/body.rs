@@ -11,7 +11,10 @@ use super::GatewayMetrics;
 use crate::classify::{Classification, ErrorBody, Verdict, classify_error};
 use crate::jsonrpc::McpMethod;
 use crate::parts::Namespace;
-use crate::trace::TraceId;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::trace::{SpanId, TraceId};
 
 /// One request being measured: recorded exactly once, when the response ends or is dropped.
 #[derive(Debug)]
@@ -27,6 +30,69 @@ struct Pending {
     trace_id: Option<TraceId>,
     start: Instant,
     classification: Option<Classification>,
+    log: Option<RequestLog>,
+}
+
+/// What the one log event of a request names, captured when it starts.
+#[derive(Debug)]
+pub(crate) struct RequestLog {
+    pub(crate) span_id: Option<SpanId>,
+    pub(crate) request_id: Option<String>,
+    pub(crate) session_id: Option<Arc<str>>,
+    pub(crate) client_addr: Option<SocketAddr>,
+}
+
+impl RequestLog {
+    /// Emits `request completed` or `request failed`, exactly once per request.
+    fn emit(
+        &self,
+        method: McpMethod,
+        namespace: &Namespace,
+        trace_id: Option<TraceId>,
+        verdict: Verdict,
+        elapsed: std::time::Duration,
+    ) {
+        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        let trace_id = trace_id.map(tracing::field::display);
+        let span_id = self.span_id.map(tracing::field::display);
+        let session_id = self.session_id.as_deref();
+        let request_id = self.request_id.as_deref();
+        let client_addr = self.client_addr.map(tracing::field::display);
+        let (method, namespace) = (method.as_str(), namespace.as_str());
+        match verdict {
+            Verdict::Success => tracing::info!(
+                trace_id,
+                span_id,
+                session_id,
+                request_id,
+                method,
+                namespace,
+                backend = namespace,
+                status = "ok",
+                duration_ms,
+                client_addr,
+                "request completed"
+            ),
+            Verdict::Failure(class) => tracing::warn!(
+                trace_id,
+                span_id,
+                session_id,
+                request_id,
+                method,
+                namespace,
+                backend = namespace,
+                status = class.error_type.as_str(),
+                duration_ms,
+                client_addr,
+                error_type = class.error_type.as_str(),
+                severity = class.severity.as_str(),
+                component = class.component.as_str(),
+                retryable = class.retryable,
+                http_status = class.http_status.as_u16(),
+                "request failed"
+            ),
+        }
+    }
 }
 
 impl Completion {
@@ -35,6 +101,7 @@ impl Completion {
         method: McpMethod,
         namespace: Namespace,
         trace_id: Option<TraceId>,
+        log: Option<RequestLog>,
     ) -> Self {
         metrics.in_flight().inc();
         Completion {
@@ -45,6 +112,7 @@ impl Completion {
                 trace_id,
                 start: Instant::now(),
                 classification: None,
+                log,
             }),
         }
     }
@@ -64,13 +132,12 @@ impl Completion {
         if let Some(p) = self.state.take() {
             let verdict = verdict(p.classification.as_ref());
             p.metrics.in_flight().dec();
-            p.metrics.record(
-                p.method,
-                p.namespace,
-                verdict,
-                p.start.elapsed(),
-                p.trace_id,
-            );
+            let elapsed = p.start.elapsed();
+            if let Some(log) = &p.log {
+                log.emit(p.method, &p.namespace, p.trace_id, verdict, elapsed);
+            }
+            p.metrics
+                .record(p.method, p.namespace, verdict, elapsed, p.trace_id);
         }
     }
 }

@@ -6,12 +6,25 @@ use super::{GatewayMetrics, Metrics};
 #[derive(Debug, Clone)]
 pub struct MetricsLayer {
     metrics: GatewayMetrics,
+    log_requests: bool,
 }
 
 impl MetricsLayer {
     /// Records into `metrics`.
     pub fn new(metrics: GatewayMetrics) -> Self {
-        MetricsLayer { metrics }
+        MetricsLayer {
+            metrics,
+            log_requests: false,
+        }
+    }
+
+    /// Also emits one log event per request from the same verdict: `request completed` (info) or
+    /// `request failed` (warn), with trace_id, span_id, session_id, request_id, method,
+    /// namespace, backend, status, duration_ms, client_addr and, on failure, error_type,
+    /// severity, component, retryable and http_status.
+    pub fn log_requests(mut self) -> Self {
+        self.log_requests = true;
+        self
     }
 }
 
@@ -22,6 +35,7 @@ impl<S> Layer<S> for MetricsLayer {
         Metrics {
             inner,
             metrics: self.metrics.clone(),
+            log_requests: self.log_requests,
         }
     }
 }

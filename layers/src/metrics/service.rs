@@ -3,11 +3,13 @@ use std::task::{Context, Poll};
 use http_body::Body;
 use tower::{BoxError, Service};
 
-use super::body::Completion;
+use super::body::{Completion, RequestLog};
 use super::{GatewayMetrics, MetricsBody, ResponseFuture};
 use crate::classify::{Classification, Component, ErrorClass, Verdict};
 use crate::jsonrpc::McpMethod;
-use crate::parts::{JsonRpcResponse, Namespace, RequestParts, ResponseParts};
+use crate::parts::{
+    ClientAddr, JsonRpcResponse, Namespace, RequestParts, ResponseParts, SessionId,
+};
 use crate::trace::TraceContext;
 
 /// The service made by [`MetricsLayer`](super::MetricsLayer).
@@ -15,6 +17,7 @@ use crate::trace::TraceContext;
 pub struct Metrics<S> {
     pub(super) inner: S,
     pub(super) metrics: GatewayMetrics,
+    pub(super) log_requests: bool,
 }
 
 /// A response whose end the metrics layer can observe.
@@ -79,8 +82,15 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let method = req.message().map_or(McpMethod::Other, |m| m.method());
         let namespace = Namespace::of(req.extensions());
-        let trace_id = req.extensions().get::<TraceContext>().map(|c| c.trace_id);
-        let completion = Completion::start(self.metrics.clone(), method, namespace, trace_id);
+        let trace = req.extensions().get::<TraceContext>();
+        let trace_id = trace.map(|c| c.trace_id);
+        let log = self.log_requests.then(|| RequestLog {
+            span_id: trace.map(|c| c.span_id),
+            request_id: req.message().and_then(|m| m.id_raw()).map(str::to_owned),
+            session_id: SessionId::of(&req),
+            client_addr: req.extensions().get::<ClientAddr>().map(|a| a.0),
+        });
+        let completion = Completion::start(self.metrics.clone(), method, namespace, trace_id, log);
         ResponseFuture::new(self.inner.call(req), completion)
     }
 }

@@ -164,6 +164,14 @@ async fn a_crash_looping_backend_is_marked_down_and_drops_out_of_lists() {
         Some(0.0),
         "{metrics}"
     );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"gateway_backend_marked_down_total{backend="bad",backend_type="stdio"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
     // Its stderr is in the logs under its name; its env and working directory were applied.
     let stderr_line = gw
         .process

@@ -178,7 +178,7 @@ async fn every_backend_transport_through_every_frontend() {
         );
     }
     for transport in ["streamable_http", "sse", "websocket"] {
-        let series = format!(r#"gateway_session_count{{transport="{transport}"}}"#);
+        let series = format!(r#"gateway_sessions{{transport="{transport}"}}"#);
         assert_eq!(support::sample(&metrics, &series), Some(1.0), "{series}");
     }
 

@@ -55,6 +55,7 @@ pub struct BackendMetrics {
     up: Family<BackendNameLabels, Gauge>,
     restarts: Family<BackendNameLabels, Counter>,
     garbage: Family<BackendNameLabels, Counter>,
+    marked_down: Family<BackendNameLabels, Counter>,
     gateway: GatewayMetrics,
 }
 
@@ -66,6 +67,7 @@ impl BackendMetrics {
             up: Family::default(),
             restarts: Family::default(),
             garbage: Family::default(),
+            marked_down: Family::default(),
             gateway,
         };
         registry.register(
@@ -87,6 +89,11 @@ impl BackendMetrics {
             "gateway_backend_protocol_errors",
             "Lines or messages from a backend that were not JSON-RPC",
             m.garbage.clone(),
+        );
+        registry.register(
+            "gateway_backend_marked_down",
+            "Backends marked down by crash-loop protection (too many failures within the window)",
+            m.marked_down.clone(),
         );
         m
     }
@@ -592,6 +599,7 @@ async fn supervise(
                 restart.window_secs
             );
             tracing::error!(backend = %shared.namespace.as_str(), reason = %why, "backend marked down");
+            shared.metrics.marked_down.get_or_create(&labels).inc();
             shared
                 .link
                 .send_replace(Link::Down(Arc::from(why.as_str())));

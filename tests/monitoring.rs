@@ -113,9 +113,12 @@ fn promtool_checks_and_tests_every_rule_and_alert() {
 }
 
 /// What a PromQL expression selects: metric names with their matchers, and grouping labels.
+/// A label matcher: label, operator, value.
+type Matcher = (String, String, String);
+
 #[derive(Debug, Default)]
 struct Names {
-    selectors: Vec<(String, Vec<(String, String, String)>)>,
+    selectors: Vec<(String, Vec<Matcher>)>,
     grouping: BTreeSet<String>,
 }
 

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod config;
 pub mod demo;
 pub mod frontend;
+pub mod logs;
 pub mod mcp;
 pub mod proxy;
 pub mod telemetry;

@@ -28,19 +28,21 @@ environment: MCP_GATEWAY_CONFIG, MCP_GATEWAY_LISTEN, MCP_GATEWAY_METRICS_LISTEN,
 SIGINT or SIGTERM: stop accepting, drain in-flight requests (10 s), stop backends, exit";
 
 fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MCP_GATEWAY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("MCP_GATEWAY_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
     if std::env::var("MCP_GATEWAY_LOG_FORMAT").as_deref() == Ok("text") {
-        builder.init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .init();
     } else {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(true)
+        tracing_subscriber::registry()
+            .with(filter())
+            .with(mcp_gateway::logs::JsonLogLayer)
             .init();
     }
 }

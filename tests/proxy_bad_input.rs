@@ -246,6 +246,27 @@ async fn bad_input_is_refused_clearly_and_nobody_else_notices() {
         Some(1.0),
         "{metrics}"
     );
+    // Log lines are JSON with timestamp, level and msg; an event inside a request carries that
+    // request's trace, span and method.
+    let lines: Vec<serde_json::Value> = gw
+        .process
+        .log_lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("a JSON log line"))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["timestamp"].is_string() && l["level"].is_string() && l["msg"].is_string())
+    );
+    let edge = lines
+        .iter()
+        .find(|l| l["msg"] == "error answered at the edge" && l["method"] == "tools/call")
+        .expect("the edge's event for the unknown tool");
+    assert_eq!(edge["trace_id"].as_str().map(str::len), Some(32), "{edge}");
+    assert_eq!(edge["span_id"].as_str().map(str::len), Some(16), "{edge}");
+    assert!(edge["session_id"].is_string(), "{edge}");
+
     // The refused WebSocket's client went away; only the bystander stays connected.
     drop(fresh);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -66,7 +66,7 @@ async fn many_clients_with_the_same_ids_never_collide() {
             .log_lines()
             .iter()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|e| e["message"] == "request completed" || e["message"] == "request failed")
+            .filter(|e| e["msg"] == "request completed" || e["msg"] == "request failed")
             .collect();
         if events.len() >= expected || Instant::now() > deadline {
             break events;
@@ -76,7 +76,7 @@ async fn many_clients_with_the_same_ids_never_collide() {
     assert_eq!(events.len(), expected);
     let mut seen = std::collections::HashSet::new();
     for e in &events {
-        assert_eq!(e["message"], "request completed", "{e}");
+        assert_eq!(e["msg"], "request completed", "{e}");
         assert_eq!(e["status"], "ok", "{e}");
         assert_eq!(e["trace_id"].as_str().map(str::len), Some(32), "{e}");
         assert_eq!(e["span_id"].as_str().map(str::len), Some(16), "{e}");

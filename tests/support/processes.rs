@@ -90,7 +90,7 @@ pub async fn gateway(yaml: &str) -> Gateway {
     ];
     let (process, (addr, metrics)) = start(&args, &[("MCP_GATEWAY_LOG", "debug")], |line| {
         let v: serde_json::Value = serde_json::from_str(line).ok()?;
-        if v["message"] != "mcp-gateway serving /mcp, /sse and /ws" {
+        if v["msg"] != "mcp-gateway serving /mcp, /sse and /ws" {
             return None;
         }
         Some((

@@ -3,6 +3,9 @@
 //! a live scrape of the real gateway under known traffic; and a real Prometheus, scraping that
 //! gateway with the recording rules loaded, computes the availability of the traffic driven.
 
+#[allow(dead_code)]
+#[path = "../examples/prometheus_rule.rs"]
+mod prometheus_rule;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -589,4 +592,29 @@ async fn prometheus_computes_the_availability_of_the_traffic_driven() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_prometheus_rule_resources_are_generated_from_the_rule_files() {
+    let generated = prometheus_rule::prometheus_rules(&monitoring("")).unwrap();
+    let committed =
+        std::fs::read_to_string(monitoring("kubernetes/prometheus-rules.yaml")).unwrap();
+    assert_eq!(
+        generated, committed,
+        "monitoring/kubernetes/prometheus-rules.yaml is stale: run scripts/gen-prometheus-rules"
+    );
+    let Some(promtool) = peer("promtool") else {
+        return;
+    };
+    for (i, doc) in committed.split("\n---\n").skip(1).enumerate() {
+        let resource: serde_yaml::Value = serde_yaml::from_str(doc).unwrap();
+        assert_eq!(resource["kind"], "PrometheusRule");
+        let file = std::env::temp_dir().join(format!(
+            "mcp-gateway-prometheusrule-{}-{i}.yaml",
+            std::process::id()
+        ));
+        std::fs::write(&file, serde_yaml::to_string(&resource["spec"]).unwrap()).unwrap();
+        run_peer(&promtool, &["check", "rules", file.to_str().unwrap()], b"");
+        let _ = std::fs::remove_file(file);
+    }
 }

@@ -308,7 +308,7 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
 
 fn known_traffic_config() -> String {
     format!(
-        "limits: {{max_in_flight: 1}}\nbackends:\n  - {{namespace: a, transport: stdio, command: {exe}, args: [demo-server, stdio], restart: {{backoff_initial_ms: 10}}}}\n  - {{namespace: bad, transport: stdio, command: /bin/sh, args: [-c, 'exit 1'], restart: {{max_restarts: 1, backoff_initial_ms: 10}}}}\n",
+        "limits: {{max_in_flight: 1}}\nbackends:\n  - {{namespace: a, transport: stdio, command: {exe}, args: [demo-server, stdio], restart: {{backoff_initial_ms: 10}}}}\n  - {{namespace: bad, transport: stdio, command: /bin/sh, args: [-c, 'echo failing >&2; exit 1'], restart: {{max_restarts: 1, backoff_initial_ms: 10}}}}\n",
         exe = gateway_exe()
     )
 }
@@ -355,6 +355,15 @@ async fn every_query_names_what_the_running_gateway_exports() {
         ws.call(40, "bad__echo", json!({})).await["error"]["code"],
         -32010
     );
+    assert_eq!(
+        text(&ws.call(41, "a__garbage", json!({})).await),
+        "garbage written"
+    );
+    let refused = Conn::open(gw.addr, None)
+        .await
+        .get("/mcp", &[("origin", "https://elsewhere.example")])
+        .await;
+    assert_eq!(refused.status, 403);
     ws.send(json!({"jsonrpc": "2.0", "id": 50, "method": "tools/call", "params": {"name": "a__sleep", "arguments": {"ms": 800}}})).await;
     while sample(&scrape(gw.metrics).await, "gateway_requests_in_flight") != Some(1.0) {
         assert!(Instant::now() < deadline, "the sleep never got in flight");
@@ -369,7 +378,7 @@ async fn every_query_names_what_the_running_gateway_exports() {
     let exact = [
         (
             r#"gateway_requests_total{method="tools/call",namespace="a",status="ok"}"#,
-            5.0,
+            6.0,
         ),
         (
             r#"gateway_requests_total{method="tools/call",namespace="a",status="tool_error"}"#,
@@ -469,6 +478,186 @@ async fn every_query_names_what_the_running_gateway_exports() {
         checked > 40,
         "only {checked} selectors found: the extractor is broken"
     );
+
+    check_logql(&gw.process.log_lines());
+}
+
+/// The ```logql blocks of monitoring/logging/queries.md.
+fn logql_queries() -> Vec<String> {
+    let text = std::fs::read_to_string(monitoring("logging/queries.md")).unwrap();
+    text.split("```logql\n")
+        .skip(1)
+        .map(|rest| rest.split("\n```").next().unwrap().trim().to_owned())
+        .collect()
+}
+
+/// Every LogQL query parses with Grafana's grammar, selects on stream labels Promtail sets, and
+/// filters, groups or unwraps only fields that the gateway's log lines carry.
+fn check_logql(log_lines: &[String]) {
+    let queries = logql_queries();
+    assert!(queries.len() >= 15, "{} queries", queries.len());
+    let peers = std::env::var_os("MCP_GATEWAY_PEERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/peers"));
+    let grammar = peers.join("npm/node_modules/@grafana/lezer-logql");
+    match (
+        peer("node"),
+        grammar.exists() || std::env::var_os("MCP_GATEWAY_REQUIRE_PEERS").is_some(),
+    ) {
+        (Some(node), true) => {
+            let script =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/logql_check.cjs");
+            let mut child = std::process::Command::new(node)
+                .arg(script)
+                .env("MCP_GATEWAY_PEERS", &peers)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            {
+                use std::io::Write;
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(serde_json::to_string(&queries).unwrap().as_bytes())
+                    .unwrap();
+            }
+            let out = child.wait_with_output().unwrap();
+            let errors: Vec<usize> = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|_| panic!("the LogQL check failed: {out:?}"));
+            for (query, errors) in queries.iter().zip(errors) {
+                assert_eq!(errors, 0, "LogQL syntax errors in: {query}");
+            }
+        }
+        _ => eprintln!(
+            "NOTICE: @grafana/lezer-logql not installed; LogQL syntax not checked (scripts/test installs it)"
+        ),
+    }
+
+    let lines: Vec<serde_json::Map<String, serde_json::Value>> = log_lines
+        .iter()
+        .filter_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()?
+                .as_object()
+                .cloned()
+        })
+        .collect();
+    let has_field = |field: &str| lines.iter().any(|l| l.contains_key(field));
+    let has_value = |field: &str, value: &str| {
+        lines
+            .iter()
+            .any(|l| l.get(field).and_then(|v| v.as_str()) == Some(value))
+    };
+    let promtail: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(monitoring("logging/promtail.yaml")).unwrap(),
+    )
+    .unwrap();
+    let scrape = &promtail["scrape_configs"][0];
+    let static_labels = &scrape["static_configs"][0]["labels"];
+    let from_lines: Vec<String> = scrape["pipeline_stages"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|stage| stage["labels"].as_mapping())
+        .flat_map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_owned)))
+        .collect();
+
+    for query in &queries {
+        let t = tokens(query);
+        let punct = |i: usize, p: &str| matches!(t.get(i), Some(Token::Punct(x)) if x == p);
+        let mut i = 0;
+        while i < t.len() {
+            match &t[i] {
+                Token::Punct(p) if p == "{" => {
+                    // The stream selector: labels Promtail sets.
+                    i += 1;
+                    while i < t.len() && !punct(i, "}") {
+                        if let (Some(Token::Ident(label)), Some(Token::Str(value))) =
+                            (t.get(i), t.get(i + 2))
+                        {
+                            if let Some(fixed) = static_labels[label.as_str()].as_str() {
+                                assert_eq!(fixed, value, "{query}: {label} is {fixed}");
+                            } else {
+                                assert!(
+                                    from_lines.contains(label),
+                                    "{query}: Promtail sets no stream label {label}"
+                                );
+                                assert!(
+                                    has_value(label, value),
+                                    "{query}: no log line has {label}={value}"
+                                );
+                            }
+                            i += 3;
+                        } else {
+                            i += 1;
+                        }
+                    }
+                }
+                Token::Punct(p) if p == "|" => {
+                    if let (Some(Token::Ident(field)), Some(Token::Punct(op))) =
+                        (t.get(i + 1), t.get(i + 2))
+                    {
+                        if ["=", "!=", "=~", "!~", ">", "<", ">=", "<="].contains(&op.as_str()) {
+                            assert!(
+                                has_field(field),
+                                "{query}: no log line has the field {field}"
+                            );
+                            if let (true, Some(Token::Str(value))) = (op == "=", t.get(i + 3)) {
+                                if !value.starts_with('$') {
+                                    assert!(
+                                        has_value(field, value),
+                                        "{query}: no log line has {field}=\"{value}\""
+                                    );
+                                }
+                            }
+                        }
+                    }
+                    i += 1;
+                }
+                Token::Ident(id) if (id == "by" || id == "without") && punct(i + 1, "(") => {
+                    i += 2;
+                    while i < t.len() && !punct(i, ")") {
+                        if let Token::Ident(field) = &t[i] {
+                            assert!(
+                                has_field(field),
+                                "{query}: no log line has the field {field} it groups by"
+                            );
+                        }
+                        i += 1;
+                    }
+                }
+                Token::Ident(id) if id == "unwrap" => {
+                    if let Some(Token::Ident(field)) = t.get(i + 1) {
+                        assert!(
+                            lines
+                                .iter()
+                                .any(|l| l.get(field).is_some_and(|v| v.is_number())),
+                            "{query}: no numeric {field} to unwrap"
+                        );
+                    }
+                    i += 1;
+                }
+                Token::Ident(id) if id == "line_format" => {
+                    if let Some(Token::Str(template)) = t.get(i + 1) {
+                        for field in template
+                            .split("{{.")
+                            .skip(1)
+                            .map(|rest| rest.split("}}").next().unwrap())
+                        {
+                            assert!(
+                                has_field(field),
+                                "{query}: line_format names {field}, which no log line has"
+                            );
+                        }
+                    }
+                    i += 1;
+                }
+                _ => i += 1,
+            }
+        }
+    }
 }
 
 fn free_port() -> u16 {

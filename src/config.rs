@@ -44,6 +44,59 @@ pub struct Config {
     /// An `mcpServers` JSON file (as MCP clients use) whose servers are added as stdio backends.
     #[serde(default)]
     pub import_mcp_servers: Option<PathBuf>,
+    /// Tracing: sampling and OTLP export.
+    #[serde(default)]
+    pub tracing: TracingConfig,
+}
+
+/// Tracing settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The share of new traces (requests without a sampled caller context) that are sampled.
+    #[serde(default = "default_sampling_ratio")]
+    pub sampling_ratio: f64,
+    /// Where sampled spans are exported; none: spans only feed the logs.
+    #[serde(default)]
+    pub otlp: Option<OtlpConfig>,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            sampling_ratio: default_sampling_ratio(),
+            otlp: None,
+        }
+    }
+}
+
+/// An OTLP collector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// `http://host:4318` for HTTP/protobuf (spans go to `/v1/traces`), `http://host:4317` for gRPC.
+    pub endpoint: String,
+    /// `http_protobuf` or `grpc`.
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+    /// Headers sent with every export (for example an API key); values may be `${VAR}` references.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// The OTLP wire protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OtlpProtocol {
+    /// Protobuf over HTTP/1.1 POST.
+    #[default]
+    HttpProtobuf,
+    /// gRPC over HTTP/2 without TLS.
+    Grpc,
+}
+
+fn default_sampling_ratio() -> f64 {
+    1.0
 }
 
 /// Metrics listener settings.
@@ -380,6 +433,15 @@ impl Config {
         &mut self,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<(), ConfigError> {
+        if let Some(otlp) = &mut self.tracing.otlp {
+            for (key, value) in otlp.headers.iter_mut() {
+                *value = expand(value, lookup).map_err(|var| {
+                    invalid(format!(
+                        "tracing.otlp.headers.{key}: environment variable {var} is not set"
+                    ))
+                })?;
+            }
+        }
         for (i, backend) in self.backends.iter_mut().enumerate() {
             for (section, map) in [("env", &mut backend.env), ("headers", &mut backend.headers)] {
                 for (key, value) in map.iter_mut() {
@@ -395,6 +457,18 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if !(0.0..=1.0).contains(&self.tracing.sampling_ratio) {
+            return Err(invalid("tracing.sampling_ratio: must be between 0 and 1"));
+        }
+        if let Some(otlp) = &self.tracing.otlp {
+            if !otlp.endpoint.starts_with("http://") || otlp.endpoint.parse::<http::Uri>().is_err()
+            {
+                return Err(invalid(format!(
+                    "tracing.otlp.endpoint: {:?} is not an http:// URL (put TLS in front of the collector)",
+                    otlp.endpoint
+                )));
+            }
+        }
         if self.tool_name_separator.is_empty() {
             return Err(invalid("tool_name_separator: must not be empty"));
         }

@@ -7,7 +7,8 @@
 //! client for `sampling/createMessage`), `roots` (asks the client for `roots/list`),
 //! `cancellations` (how many `notifications/cancelled` this server received), `whoami`
 //! (this process's pid), `change` (sends `notifications/tools/list_changed`), `headers` (the
-//! `Authorization` and `traceparent` headers the call came with, over HTTP), and on stdio `crash` (the process exits mid-call) and `garbage`
+//! `Authorization` and `traceparent` headers the call came with, over HTTP), `traceparent`
+//! (the `params._meta.traceparent` the call carried), and on stdio `crash` (the process exits mid-call) and `garbage`
 //! (writes a non-JSON line to stdout, then answers).
 
 use std::collections::HashMap;
@@ -178,6 +179,7 @@ impl DemoSession {
                 };
                 text_result(&json!({"authorization": seen("authorization"), "traceparent": seen("traceparent")}).to_string())
             }
+            "traceparent" => text_result(params["_meta"]["traceparent"].as_str().unwrap_or("none")),
             "change" => {
                 let note = json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"});
                 let _ = self.outbox.send(Bytes::from(note.to_string())).await;
@@ -224,6 +226,7 @@ impl DemoSession {
                 {"name": "whoami", "description": "This server's process id", "inputSchema": {"type": "object"}},
                 {"name": "change", "description": "Announces that the tool list changed", "inputSchema": {"type": "object"}},
                 {"name": "headers", "description": "The Authorization and traceparent headers this call came with", "inputSchema": {"type": "object"}},
+                {"name": "traceparent", "description": "The traceparent this call carried in params._meta", "inputSchema": {"type": "object"}},
             ]})
             .to_string(),
             "tools/call" => return self.call_tool(id, &params, ctx).await,

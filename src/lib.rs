@@ -10,6 +10,7 @@ pub mod demo;
 pub mod frontend;
 pub mod logs;
 pub mod mcp;
+pub mod otlp;
 pub mod proxy;
 pub mod telemetry;
 

@@ -27,24 +27,23 @@ environment: MCP_GATEWAY_CONFIG, MCP_GATEWAY_LISTEN, MCP_GATEWAY_METRICS_LISTEN,
   MCP_GATEWAY_LOG (a tracing filter, default info), MCP_GATEWAY_LOG_FORMAT (json or text, default json)
 SIGINT or SIGTERM: stop accepting, drain in-flight requests (10 s), stop backends, exit";
 
-fn init_logs() {
+/// Logs (filtered by `MCP_GATEWAY_LOG`) and, when configured, OTLP export of sampled spans
+/// (never filtered by the log level).
+fn init_telemetry(otlp: Option<mcp_gateway::otlp::OtlpLayer>) {
+    use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter = || {
-        tracing_subscriber::EnvFilter::try_from_env("MCP_GATEWAY_LOG")
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-    };
-    if std::env::var("MCP_GATEWAY_LOG_FORMAT").as_deref() == Ok("text") {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter())
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MCP_GATEWAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = if std::env::var("MCP_GATEWAY_LOG_FORMAT").as_deref() == Ok("text") {
+        tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
-            .init();
+            .with_filter(filter)
+            .boxed()
     } else {
-        tracing_subscriber::registry()
-            .with(filter())
-            .with(mcp_gateway::logs::JsonLogLayer)
-            .init();
-    }
+        mcp_gateway::logs::JsonLogLayer.with_filter(filter).boxed()
+    };
+    tracing_subscriber::registry().with(logs).with(otlp).init();
 }
 
 fn fail(message: impl std::fmt::Display) -> ! {
@@ -161,9 +160,9 @@ fn main() {
         .enable_all()
         .build()
         .unwrap_or_else(|e| fail(format!("cannot start the runtime: {e}")));
-    init_logs();
     match args.first().map(String::as_str) {
         Some("demo-server") => runtime.block_on(async {
+            init_telemetry(None);
             let handler: Arc<dyn McpHandler> = Arc::new(DemoServer::new());
             match (args.get(1).map(String::as_str), args.get(2)) {
                 (Some("stdio"), None) => {
@@ -197,7 +196,7 @@ fn main() {
                 _ => fail(USAGE),
             }
         }),
-        Some("check-config") => match args.get(1) {
+        Some("check-config") => match args.get(1).inspect(|_| init_telemetry(None)) {
             Some(path) => match Config::load(std::path::Path::new(path)) {
                 Ok(config) => println!("{path}: valid ({} backends)", config.backends.len()),
                 Err(e) => fail(e),
@@ -206,7 +205,22 @@ fn main() {
         },
         _ => {
             let config = load_config(&args);
-            runtime.block_on(run_gateway(config));
+            let otlp = config
+                .tracing
+                .otlp
+                .as_ref()
+                .map(mcp_gateway::otlp::pipeline);
+            let (layer, exporter) = match otlp {
+                Some((layer, exporter)) => (Some(layer), Some(exporter)),
+                None => (None, None),
+            };
+            init_telemetry(layer);
+            runtime.block_on(async {
+                if let Some(exporter) = exporter {
+                    tokio::spawn(exporter);
+                }
+                run_gateway(config).await;
+            });
         }
     }
 }

@@ -103,7 +103,7 @@ impl GatewayInner {
         let metrics = self.telemetry.gateway.clone();
         BoxCloneSyncService::new(
             ServiceBuilder::new()
-                .layer(TraceLayer::new())
+                .layer(TraceLayer::new().sample_ratio(self.config.tracing.sampling_ratio))
                 .layer(MetricsLayer::new(metrics.clone()).log_requests())
                 .layer(ErrorResponseLayer::new())
                 .layer(self.in_flight.clone())

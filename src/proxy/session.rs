@@ -311,9 +311,28 @@ impl ProxySession {
                 None => client.route_progress(token, stream, None),
             }
         });
-        // The backend's span is a child of the gateway's: stdio and WebSocket carry it only in _meta.
-        if let Some(ctx) = trace {
-            meta.push(("traceparent", ctx.child().traceparent()));
+        // The backend call's span is a child of the request's; stdio and WebSocket carry it only
+        // in _meta, HTTP transports also in headers.
+        let call_ctx = trace.map(TraceContext::child);
+        let span = match &call_ctx {
+            Some(ctx) => tracing::info_span!(
+                "mcp.client",
+                otel.kind = "client",
+                sampled = ctx.sampled,
+                trace_id = %ctx.trace_id,
+                span_id = %ctx.span_id,
+                parent_span_id = ctx.parent_span_id.map(tracing::field::display),
+                mcp.method.name = msg.method_name(),
+                jsonrpc.request.id = msg.id_raw(),
+                gen_ai.tool.name = msg.tool_name(),
+                network.transport = if self.gateway.backends[index].transport == crate::config::BackendTransport::Stdio { "pipe" } else { "tcp" },
+                mcp.backend = self.gateway.backends[index].namespace.as_str(),
+                error.type = tracing::field::Empty,
+            ),
+            None => tracing::Span::none(),
+        };
+        if let Some(ctx) = &call_ctx {
+            meta.push(("traceparent", ctx.traceparent()));
         }
         let outgoing = if meta.is_empty() {
             msg.clone()
@@ -321,7 +340,16 @@ impl ProxySession {
             let members: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (*k, v.as_str())).collect();
             msg.with_meta(&members)
         };
-        client.call(id, &outgoing).await
+        let result =
+            tracing::Instrument::instrument(client.call(id, &outgoing), span.clone()).await;
+        let failure = match &result {
+            Ok(resp) => resp.failure_class(Component::Backend).map(|c| c.error_type),
+            Err(e) => Some(e.class().error_type),
+        };
+        if let Some(error_type) = failure {
+            span.record("error.type", error_type.as_str());
+        }
+        result
     }
 
     async fn route(self: Arc<Self>, req: JsonRpcRequest) -> Result<Message, GatewayError> {

@@ -83,6 +83,7 @@ where
         let span = tracing::info_span!(
             "mcp.client",
             otel.kind = "client",
+            sampled = ctx.sampled,
             trace_id = %ctx.trace_id,
             span_id = %ctx.span_id,
             parent_span_id = ctx.parent_span_id.map(tracing::field::display),

@@ -67,6 +67,7 @@ where
         let span = tracing::info_span!(
             "mcp.server",
             otel.kind = "server",
+            sampled = ctx.sampled,
             trace_id = %ctx.trace_id,
             span_id = %ctx.span_id,
             parent_span_id = ctx.parent_span_id.map(tracing::field::display),

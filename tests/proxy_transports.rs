@@ -42,7 +42,7 @@ fn check_tools(list: &Value) {
             );
         }
     }
-    assert_eq!(names.len(), NAMESPACES.len() * 11, "{names:?}");
+    assert_eq!(names.len(), NAMESPACES.len() * 12, "{names:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -308,7 +308,7 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
 
 fn known_traffic_config() -> String {
     format!(
-        "limits: {{max_in_flight: 1}}\nbackends:\n  - {{namespace: a, transport: stdio, command: {exe}, args: [demo-server, stdio], restart: {{backoff_initial_ms: 10}}}}\n  - {{namespace: bad, transport: stdio, command: /bin/sh, args: [-c, 'echo failing >&2; exit 1'], restart: {{max_restarts: 1, backoff_initial_ms: 10}}}}\n",
+        "limits: {{max_in_flight: 1, max_connections_per_ip: 2}}\nbackends:\n  - {{namespace: a, transport: stdio, command: {exe}, args: [demo-server, stdio], timeout_secs: 1, restart: {{backoff_initial_ms: 10}}}}\n  - {{namespace: bad, transport: stdio, command: /bin/sh, args: [-c, 'echo failing >&2; exit 1'], restart: {{max_restarts: 1, backoff_initial_ms: 10}}}}\n",
         exe = gateway_exe()
     )
 }
@@ -364,6 +364,17 @@ async fn every_query_names_what_the_running_gateway_exports() {
         .get("/mcp", &[("origin", "https://elsewhere.example")])
         .await;
     assert_eq!(refused.status, 403);
+    // A timeout: the backend takes longer than its timeout_secs.
+    assert_eq!(
+        ws.call(42, "a__sleep", json!({"ms": 3000})).await["error"]["code"],
+        -32008
+    );
+    // A refused connection: two from this address are open (the WebSocket and this one).
+    let mut second = Conn::open(gw.addr, None).await;
+    assert_eq!(second.get("/nowhere", &[]).await.status, 404);
+    let third = Conn::open(gw.addr, None).await.get("/mcp", &[]).await;
+    assert_eq!(third.status, 503, "over max_connections_per_ip");
+    drop(second);
     ws.send(json!({"jsonrpc": "2.0", "id": 50, "method": "tools/call", "params": {"name": "a__sleep", "arguments": {"ms": 800}}})).await;
     while sample(&scrape(gw.metrics).await, "gateway_requests_in_flight") != Some(1.0) {
         assert!(Instant::now() < deadline, "the sleep never got in flight");
@@ -402,6 +413,14 @@ async fn every_query_names_what_the_running_gateway_exports() {
         ),
         (
             r#"gateway_connection_limit_reached_total{scope="in_flight"}"#,
+            1.0,
+        ),
+        (
+            r#"gateway_connection_limit_reached_total{scope="per_ip"}"#,
+            1.0,
+        ),
+        (
+            r#"gateway_requests_total{method="tools/call",namespace="a",status="timeout"}"#,
             1.0,
         ),
         (

@@ -131,8 +131,14 @@ pub async fn serve(
         match limiter.try_acquire(peer.ip()) {
             Ok(permit) => {
                 let frontend = frontend.clone();
-                let service = hyper::service::service_fn(move |req| {
+                // Shared with an upgraded WebSocket, which outlives this HTTP connection.
+                let permit = Arc::new(permit);
+                let held = permit.clone();
+                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                     let frontend = frontend.clone();
+                    req.extensions_mut().insert(HeldPermit {
+                        _permit: held.clone(),
+                    });
                     async move { Ok::<_, Infallible>(frontend.route(req, peer).await) }
                 });
                 let mut drain_signal = drain_signal.clone();
@@ -210,6 +216,12 @@ pub(crate) fn context(
         session_id: session_id.map(Arc::from),
         headers: parts.headers,
     }
+}
+
+/// A connection's place under the connection limit, held by whatever serves it longest.
+#[derive(Clone)]
+pub(crate) struct HeldPermit {
+    _permit: Arc<mcp_gateway_layers::limit::ConnectionPermit>,
 }
 
 /// A JSON-RPC error response for a request refused before it became a message.

@@ -63,7 +63,10 @@ impl Frontend {
         let upgrade_headers = req.headers().clone();
         let on_upgrade = hyper::upgrade::on(&mut req);
         let frontend = self.clone();
+        // The WebSocket keeps the connection's place under the limit for as long as it lives.
+        let permit = req.extensions().get::<super::HeldPermit>().cloned();
         tokio::spawn(async move {
+            let _permit = permit;
             match on_upgrade.await {
                 Ok(upgraded) => {
                     frontend

@@ -330,11 +330,6 @@ impl BackendClient {
         })
     }
 
-    /// Whether the connection is up now.
-    pub fn is_up(&self) -> bool {
-        matches!(&*self.shared.link.borrow(), Link::Up(_))
-    }
-
     /// Stops the backend: a stdio process gets stdin closed, then SIGTERM, then SIGKILL.
     pub fn stop(&self) {
         let _ = self.stop.send(true);

@@ -71,16 +71,6 @@ impl Gateway {
             }),
         }
     }
-
-    /// The configuration.
-    pub fn config(&self) -> &Arc<Config> {
-        &self.inner.config
-    }
-
-    /// The telemetry handles.
-    pub fn telemetry(&self) -> &Telemetry {
-        &self.inner.telemetry
-    }
 }
 
 impl GatewayInner {

@@ -9,12 +9,9 @@
 //! parented under the caller's `traceparent` when there is one.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use mcp_gateway::config::{Config, OtlpConfig, OtlpProtocol};
 use mcp_gateway::demo::{DemoServer, serve_stdio};
-use mcp_gateway::proxy::Gateway;
-use mcp_gateway::telemetry::Telemetry;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -44,25 +41,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with(mcp_gateway::logs::JsonLogLayer)
         .with(otlp)
         .init();
-    let config = Arc::new(config);
     runtime.block_on(async move {
         tokio::spawn(exporter);
-        let telemetry = Telemetry::new();
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
-        let gateway = Arc::new(Gateway::new(config.clone(), telemetry.clone()));
         let ctrl_c = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        mcp_gateway::frontend::serve(
-            listener,
-            gateway,
-            config,
-            telemetry,
-            ctrl_c,
-            Duration::from_secs(10),
-        )
-        .await;
-        mcp_gateway::backend::wait_for_children(Duration::from_secs(5)).await;
-        Ok(())
-    })
+        mcp_gateway::run(config, ctrl_c).await
+    })?;
+    Ok(())
 }

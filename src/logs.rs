@@ -29,7 +29,8 @@ const CARRIED: [(&str, &str); 5] = [
     ("mcp.method.name", "method"),
 ];
 
-struct Collect<'a>(&'a mut Map<String, Value>);
+/// Records a span's or an event's fields into a JSON map (the logs' and the OTLP exporter's).
+pub(crate) struct Collect<'a>(pub(crate) &'a mut Map<String, Value>);
 
 impl Visit for Collect<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {

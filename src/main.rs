@@ -7,8 +7,7 @@ use std::time::Duration;
 use mcp_gateway::config::Config;
 use mcp_gateway::demo::{DemoServer, serve_stdio};
 use mcp_gateway::mcp::McpHandler;
-use mcp_gateway::proxy::Gateway;
-use mcp_gateway::telemetry::{Telemetry, serve_metrics};
+use mcp_gateway::telemetry::Telemetry;
 use tokio::net::TcpListener;
 
 const USAGE: &str = "\
@@ -112,48 +111,6 @@ fn load_config(args: &[String]) -> Config {
     config
 }
 
-async fn run_gateway(config: Config) {
-    let config = Arc::new(config);
-    let telemetry = Telemetry::new();
-    let listener = bind(config.listen, "clients").await;
-    let metrics_listener = bind(config.metrics.listen, "metrics").await;
-    let bound = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(
-        listen = %bound(&listener),
-        metrics = %bound(&metrics_listener),
-        backends = config.backends.len(),
-        "mcp-gateway serving /mcp, /sse and /ws"
-    );
-    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-    let metrics = tokio::spawn(serve_metrics(
-        metrics_listener,
-        telemetry.registry.clone(),
-        async {
-            let _ = metrics_stopped.await;
-        },
-    ));
-    let handler: Arc<dyn McpHandler> = Arc::new(Gateway::new(config.clone(), telemetry.clone()));
-    mcp_gateway::frontend::serve(
-        listener,
-        handler,
-        config.clone(),
-        telemetry,
-        shutdown_signal(),
-        Duration::from_secs(10),
-    )
-    .await;
-    let grace = config
-        .backends
-        .iter()
-        .map(|b| b.restart.grace_secs)
-        .max()
-        .unwrap_or(0);
-    mcp_gateway::backend::wait_for_children(Duration::from_secs(grace * 2 + 1)).await;
-    let _ = stop_metrics.send(());
-    let _ = metrics.await;
-    tracing::info!("mcp-gateway stopped");
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -219,7 +176,9 @@ fn main() {
                 if let Some(exporter) = exporter {
                     tokio::spawn(exporter);
                 }
-                run_gateway(config).await;
+                if let Err(e) = mcp_gateway::run(config, shutdown_signal()).await {
+                    fail(format!("cannot serve: {e}"));
+                }
             });
         }
     }

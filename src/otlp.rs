@@ -12,13 +12,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
+use tracing::Subscriber;
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Subscriber, field::Field, field::Visit};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::{OtlpConfig, OtlpProtocol};
+use crate::logs::Collect;
 
 /// One finished span, ready to encode.
 #[derive(Debug, Clone)]
@@ -38,27 +39,6 @@ struct FinishedSpan {
 struct OpenSpan {
     fields: Map<String, Value>,
     start: u64,
-}
-
-struct Collect<'a>(&'a mut Map<String, Value>);
-
-impl Visit for Collect<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
-    }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0
-            .insert(field.name().to_owned(), Value::from(format!("{value:?}")));
-    }
 }
 
 fn now_nanos() -> u64 {

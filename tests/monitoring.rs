@@ -254,6 +254,51 @@ fn names(expr: &str) -> Names {
     names
 }
 
+/// A scrape: metric name → label → values seen.
+type Exported = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
+
+/// Checks every metric, label and `=`-matched value `expr` names against the scrape (recording
+/// rule names against the recorded ones); returns how many selectors it has.
+fn check_names(
+    context: &str,
+    expr: &str,
+    exported: &Exported,
+    recorded: &BTreeSet<String>,
+) -> usize {
+    let all_labels: BTreeSet<&String> = exported.values().flat_map(|l| l.keys()).collect();
+    let found = names(expr);
+    for label in &found.grouping {
+        assert!(
+            all_labels.contains(label),
+            "{context}: label {label} is not exported"
+        );
+    }
+    for (metric, matchers) in &found.selectors {
+        if metric.contains(':') {
+            assert!(
+                recorded.contains(metric),
+                "{context}: {metric} is not recorded by any rule"
+            );
+            continue;
+        }
+        let labels = exported
+            .get(metric)
+            .unwrap_or_else(|| panic!("{context}: {metric} is not exported"));
+        for (label, op, value) in matchers {
+            let values = labels
+                .get(label)
+                .unwrap_or_else(|| panic!("{context}: {metric} has no label {label}"));
+            if op == "=" {
+                assert!(
+                    values.contains(value),
+                    "{context}: {metric}{{{label}=\"{value}\"}} never occurs"
+                );
+            }
+        }
+    }
+    found.selectors.len()
+}
+
 /// A scrape in the Prometheus text format: metric name → label → values seen.
 fn parse_scrape(text: &str) -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
     let mut out: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
@@ -452,7 +497,6 @@ async fn every_query_names_what_the_running_gateway_exports() {
     }
 
     let exported = parse_scrape(&text);
-    let all_labels: BTreeSet<&String> = exported.values().flat_map(|l| l.keys()).collect();
     let recorded: BTreeSet<String> = rules("prometheus-slo-rules.yaml")
         .into_iter()
         .map(|(n, _, _)| n)
@@ -460,37 +504,7 @@ async fn every_query_names_what_the_running_gateway_exports() {
     let mut checked = 0;
     for file in ["prometheus-slo-rules.yaml", "prometheus-slo-alerts.yaml"] {
         for (rule, expr, _) in rules(file) {
-            let found = names(&expr);
-            for label in &found.grouping {
-                assert!(
-                    all_labels.contains(label),
-                    "{file} {rule}: label {label} is not exported"
-                );
-            }
-            for (metric, matchers) in &found.selectors {
-                checked += 1;
-                if metric.contains(':') {
-                    assert!(
-                        recorded.contains(metric),
-                        "{file} {rule}: {metric} is not recorded by any rule"
-                    );
-                    continue;
-                }
-                let labels = exported
-                    .get(metric)
-                    .unwrap_or_else(|| panic!("{file} {rule}: {metric} is not exported:\n{text}"));
-                for (label, op, value) in matchers {
-                    let values = labels
-                        .get(label)
-                        .unwrap_or_else(|| panic!("{file} {rule}: {metric} has no label {label}"));
-                    if op == "=" {
-                        assert!(
-                            values.contains(value),
-                            "{file} {rule}: {metric}{{{label}=\"{value}\"}} never occurs"
-                        );
-                    }
-                }
-            }
+            checked += check_names(&format!("{file} {rule}"), &expr, &exported, &recorded);
         }
     }
     let mut dashboard_rules = String::from("groups:\n  - name: dashboards\n    rules:\n");
@@ -500,37 +514,7 @@ async fn every_query_names_what_the_running_gateway_exports() {
             "      - record: dashboard:check\n        expr: {}\n",
             serde_json::to_string(&expr).unwrap()
         ));
-        let found = names(&expr);
-        for label in &found.grouping {
-            assert!(
-                all_labels.contains(label),
-                "{panel}: label {label} is not exported"
-            );
-        }
-        for (metric, matchers) in &found.selectors {
-            checked += 1;
-            if metric.contains(':') {
-                assert!(
-                    recorded.contains(metric),
-                    "{panel}: {metric} is not recorded by any rule"
-                );
-                continue;
-            }
-            let labels = exported
-                .get(metric)
-                .unwrap_or_else(|| panic!("{panel}: {metric} is not exported"));
-            for (label, op, value) in matchers {
-                let values = labels
-                    .get(label)
-                    .unwrap_or_else(|| panic!("{panel}: {metric} has no label {label}"));
-                if op == "=" {
-                    assert!(
-                        values.contains(value),
-                        "{panel}: {metric}{{{label}=\"{value}\"}} never occurs"
-                    );
-                }
-            }
-        }
+        checked += check_names(&panel, &expr, &exported, &recorded);
     }
     if let Some(promtool) = peer("promtool") {
         // promtool parses every dashboard expression as a rule's.

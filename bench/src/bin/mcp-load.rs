@@ -1,0 +1,328 @@
+//! Drives real MCP sessions: `initialize`, `notifications/initialized`, then `tools/call` from C
+//! concurrent workers spread over S sessions, with a payload of B bytes, for D seconds or N
+//! requests. Every answer is checked (id and echoed payload); the result is one JSON line with
+//! req/s and latency percentiles from an HDR histogram.
+//!
+//! mcp-load --url URL --transport http|http-sse|ws --tool NAME [--concurrency C] [--sessions S]
+//!          [--payload B] [--seconds D | --requests N]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Clone)]
+struct Options {
+    url: http::Uri,
+    transport: String,
+    tool: String,
+    concurrency: usize,
+    sessions: usize,
+    payload: String,
+    seconds: f64,
+    requests: Option<u64>,
+}
+
+fn options() -> Result<Options, Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let get = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let num = |name: &str, default: u64| get(name).map_or(Ok(default), |v| v.parse::<u64>());
+    Ok(Options {
+        url: get("--url").ok_or("--url is required")?.parse()?,
+        transport: get("--transport").unwrap_or_else(|| "http".to_owned()),
+        tool: get("--tool").unwrap_or_else(|| "echo".to_owned()),
+        concurrency: num("--concurrency", 16)? as usize,
+        sessions: num("--sessions", 4)? as usize,
+        payload: "x".repeat(num("--payload", 64)? as usize),
+        seconds: get("--seconds").map_or(Ok(5.0), |v| v.parse::<f64>())?,
+        requests: get("--requests").map(|v| v.parse()).transpose()?,
+    })
+}
+
+fn call(id: u64, tool: &str, payload: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": {"message": payload}}}).to_string()
+}
+
+/// Checks one answer: its id and the echoed payload.
+fn check(answer: &[u8], id: u64, payload: &str) -> Result<(), Error> {
+    let value: Value = serde_json::from_slice(answer)?;
+    if value["id"] != id {
+        return Err(format!("answer for id {} to request {id}", value["id"]).into());
+    }
+    match value["result"]["content"][0]["text"].as_str() {
+        Some(text) if text == payload => Ok(()),
+        _ => Err(format!("wrong answer: {value}").into()),
+    }
+}
+
+/// The text of the first SSE event carrying a JSON-RPC response.
+fn sse_response(body: &[u8]) -> Option<Bytes> {
+    let mut parser = mcp_gateway_layers::sse::SseParser::new(1 << 24);
+    let mut found = None;
+    parser
+        .feed(body, &mut |event| {
+            if found.is_none()
+                && (event.data.contains("\"result\"") || event.data.contains("\"error\""))
+            {
+                found = Some(Bytes::from(event.data));
+            }
+        })
+        .ok()?;
+    found
+}
+
+struct HttpSession {
+    session: String,
+}
+
+async fn http_connection(url: &http::Uri) -> Result<SendRequest<Full<Bytes>>, Error> {
+    let host = url.host().ok_or("no host")?;
+    let stream = tokio::net::TcpStream::connect((host, url.port_u16().unwrap_or(80))).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+async fn post(
+    sender: &mut SendRequest<Full<Bytes>>,
+    url: &http::Uri,
+    session: Option<&str>,
+    accept: &str,
+    body: String,
+) -> Result<(http::StatusCode, http::HeaderMap, Bytes), Error> {
+    let mut req = http::Request::post(url.path())
+        .header("host", url.host().unwrap_or(""))
+        .header("content-type", "application/json")
+        .header("accept", accept);
+    if let Some(s) = session {
+        req = req.header("mcp-session-id", s);
+    }
+    sender.ready().await?;
+    let resp = sender
+        .send_request(req.body(Full::new(Bytes::from(body)))?)
+        .await?;
+    let (parts, body) = resp.into_parts();
+    Ok((
+        parts.status,
+        parts.headers,
+        body.collect().await?.to_bytes(),
+    ))
+}
+
+async fn http_session(url: &http::Uri) -> Result<HttpSession, Error> {
+    let mut conn = http_connection(url).await?;
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "mcp-load", "version": "1"}}});
+    let (status, headers, _) = post(
+        &mut conn,
+        url,
+        None,
+        "application/json, text/event-stream",
+        init.to_string(),
+    )
+    .await?;
+    if !status.is_success() {
+        return Err(format!("initialize: HTTP {status}").into());
+    }
+    let session = headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    post(
+        &mut conn,
+        url,
+        Some(&session),
+        "application/json",
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string(),
+    )
+    .await?;
+    Ok(HttpSession { session })
+}
+
+/// A WebSocket session shared by several workers: answers are matched to requests by id.
+struct WsSession {
+    out: mpsc::Sender<String>,
+    waiting: Arc<Mutex<HashMap<u64, oneshot::Sender<Bytes>>>>,
+}
+
+async fn ws_session(url: &http::Uri) -> Result<WsSession, Error> {
+    let mut request = url.to_string().into_client_request()?;
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        http::HeaderValue::from_static("mcp"),
+    );
+    let stream = tokio::net::TcpStream::connect((
+        url.host().ok_or("no host")?,
+        url.port_u16().unwrap_or(80),
+    ))
+    .await?;
+    stream.set_nodelay(true)?;
+    let (socket, _) = tokio_tungstenite::client_async(request, stream).await?;
+    let (mut sink, mut frames) = socket.split();
+    let waiting: Arc<Mutex<HashMap<u64, oneshot::Sender<Bytes>>>> = Arc::default();
+    let (out, mut outgoing) = mpsc::channel::<String>(1024);
+    tokio::spawn(async move {
+        while let Some(text) = outgoing.recv().await {
+            if sink.send(Frame::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+    });
+    let readers = waiting.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = frames.next().await {
+            if let Frame::Text(text) = frame {
+                let bytes = Bytes::from(text);
+                let id = serde_json::from_slice::<Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v["id"].as_u64());
+                if let Some(waiter) = id.and_then(|id| readers.lock().unwrap().remove(&id)) {
+                    let _ = waiter.send(bytes);
+                }
+            }
+        }
+    });
+    let session = WsSession { out, waiting };
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "mcp-load", "version": "1"}}});
+    session.request(0, init.to_string()).await?;
+    session
+        .out
+        .send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string())
+        .await?;
+    Ok(session)
+}
+
+impl WsSession {
+    async fn request(&self, id: u64, body: String) -> Result<Bytes, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().unwrap().insert(id, tx);
+        self.out.send(body).await?;
+        Ok(tokio::time::timeout(Duration::from_secs(30), rx).await??)
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let opts = options()?;
+    let next_id = Arc::new(AtomicU64::new(1));
+    let errors = Arc::new(AtomicU64::new(0));
+    let issued = Arc::new(AtomicU64::new(0));
+    let ws_sessions: Vec<Arc<WsSession>> = if opts.transport == "ws" {
+        let mut sessions = Vec::new();
+        for _ in 0..opts.sessions {
+            sessions.push(Arc::new(ws_session(&opts.url).await?));
+        }
+        sessions
+    } else {
+        Vec::new()
+    };
+    let mut http_sessions = Vec::new();
+    if opts.transport != "ws" {
+        for _ in 0..opts.sessions {
+            http_sessions.push(http_session(&opts.url).await?.session);
+        }
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(opts.seconds);
+    let mut workers = Vec::new();
+    for w in 0..opts.concurrency {
+        let opts = opts.clone();
+        let (next_id, errors, issued) = (next_id.clone(), errors.clone(), issued.clone());
+        let ws = ws_sessions.get(w % opts.sessions.max(1)).cloned();
+        let session = http_sessions.get(w % opts.sessions.max(1)).cloned();
+        workers.push(tokio::spawn(async move {
+            let mut histogram =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            let mut conn = match &ws {
+                Some(_) => None,
+                None => Some(http_connection(&opts.url).await.expect("connect")),
+            };
+            let accept = if opts.transport == "http-sse" {
+                "application/json, text/event-stream"
+            } else {
+                "application/json"
+            };
+            loop {
+                if Instant::now() >= deadline && opts.requests.is_none() {
+                    break;
+                }
+                if let Some(limit) = opts.requests {
+                    if issued.fetch_add(1, Ordering::Relaxed) >= limit {
+                        break;
+                    }
+                }
+                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                let body = call(id, &opts.tool, &opts.payload);
+                let sent = Instant::now();
+                let answer = match (&ws, conn.as_mut()) {
+                    (Some(ws), _) => ws.request(id, body).await,
+                    (None, Some(conn)) => post(conn, &opts.url, session.as_deref(), accept, body)
+                        .await
+                        .and_then(|(status, headers, bytes)| {
+                            if !status.is_success() {
+                                return Err(format!("HTTP {status}").into());
+                            }
+                            let sse = headers
+                                .get("content-type")
+                                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+                            if sse {
+                                sse_response(&bytes).ok_or_else(|| "no answer in the stream".into())
+                            } else {
+                                Ok(bytes)
+                            }
+                        }),
+                    (None, None) => unreachable!("an HTTP worker has a connection"),
+                };
+                let latency = sent.elapsed();
+                match answer.and_then(|a| check(&a, id, &opts.payload)) {
+                    Ok(()) => {
+                        let _ = histogram.record(latency.as_micros().max(1) as u64);
+                    }
+                    Err(e) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                            eprintln!("mcp-load: {e}");
+                        }
+                        if conn.is_some() {
+                            conn = http_connection(&opts.url).await.ok();
+                        }
+                    }
+                }
+            }
+            histogram
+        }));
+    }
+    let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    for worker in workers {
+        total.add(worker.await?)?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let ok = total.len();
+    let line = json!({
+        "transport": opts.transport, "concurrency": opts.concurrency, "sessions": opts.sessions,
+        "payload": opts.payload.len(), "requests": ok, "errors": errors.load(Ordering::Relaxed),
+        "seconds": seconds, "rps": ok as f64 / seconds,
+        "p50_us": total.value_at_quantile(0.5), "p90_us": total.value_at_quantile(0.9),
+        "p99_us": total.value_at_quantile(0.99), "p999_us": total.value_at_quantile(0.999), "max_us": total.max(),
+    });
+    println!("{line}");
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! The CI smoke run of the harness: every scenario, direct and through the gateway, for a second
+//! each, with no threshold — so that the harness never rots.
+
+use std::path::PathBuf;
+
+#[test]
+fn the_harness_runs_every_scenario_both_ways() {
+    let bench = PathBuf::from(env!("CARGO_BIN_EXE_mcp-bench"));
+    let gateway = bench.parent().unwrap().join("mcp-gateway");
+    if !gateway.exists() {
+        if std::env::var_os("MCP_GATEWAY_REQUIRE_PEERS").is_some() {
+            panic!(
+                "{} is not built; scripts/test builds the workspace",
+                gateway.display()
+            );
+        }
+        eprintln!(
+            "NOTICE: {} is not built; skipping the harness smoke run",
+            gateway.display()
+        );
+        return;
+    }
+    let out = std::process::Command::new(bench)
+        .args(["--quick", "--gateway", gateway.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let runs = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{table}\n{runs}");
+    for scenario in [
+        "Streamable HTTP → HTTP backend",
+        "Streamable HTTP → stdio backend",
+        "WebSocket → stdio backend",
+    ] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(&format!("| {scenario} |"))),
+            "{scenario} missing:\n{table}"
+        );
+    }
+    let results: Vec<serde_json::Value> = runs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        results.iter().any(|r| r["via"] == "direct")
+            && results.iter().any(|r| r["via"] == "gateway"),
+        "{runs}"
+    );
+    for r in &results {
+        assert_eq!(r["result"]["errors"], 0, "{r}");
+        assert!(r["result"]["requests"].as_u64().unwrap() > 0, "{r}");
+    }
+    assert!(table.contains("gateway peak RSS:"), "{table}");
+}

@@ -345,3 +345,63 @@ async fn a_backend_that_ignores_stdin_and_sigterm_is_killed_on_stop() {
     );
     drop(ws);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_backend_reconnects_after_its_server_restarts() {
+    let (mut demo, addr) = support::processes::demo_http().await;
+    let yaml = format!(
+        "backends:\n  - {{namespace: socket, transport: websocket, url: 'ws://{addr}/ws', restart: {{backoff_initial_ms: 20}}}}\n"
+    );
+    let gw = gateway(&yaml).await;
+    let mut ws = WsClient::connect(gw.addr).await;
+    assert_eq!(
+        text(
+            &ws.call(1, "socket__echo", json!({"message": "before"}))
+                .await
+        ),
+        "before"
+    );
+    demo.child.kill().await.unwrap();
+    // The same server again, on the same address.
+    let mut again = tokio::process::Command::new(gateway_exe())
+        .args(["demo-server", "http", &addr.to_string()])
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut id = 2;
+    loop {
+        let m = ws
+            .call(id, "socket__echo", json!({"message": "after"}))
+            .await;
+        if m.get("result").is_some() {
+            assert_eq!(text(&m), "after");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the WebSocket backend never came back: {m}"
+        );
+        id += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = scrape(gw.metrics).await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"gateway_backend_restarts_total{backend="socket",backend_type="websocket"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"gateway_error_recovery_total{error_type="unavailable",mechanism="reconnect"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    let _ = again.kill().await;
+}

@@ -2,7 +2,7 @@
 //! prints one JSON line per run and a table with the ratio, each process's CPU time per 1,000
 //! requests (from /proc) and the gateway's peak RSS.
 //!
-//! mcp-bench [--quick] [--gateway PATH] [--seconds S] [--rounds R]
+//! mcp-bench [--quick] [--gateway PATH] [--seconds S] [--rounds R] [--observability on|off]
 //!
 //! `--quick` is the CI smoke run: a second per run, one concurrency, one payload.
 
@@ -27,6 +27,24 @@ fn cpu_seconds(pid: u32) -> f64 {
     let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
         + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
+}
+
+/// CPU seconds used by all of `parent`'s child processes (the stdio backends of its sessions).
+fn children_cpu_seconds(parent: u32) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            ppid == Some(parent)
+        })
+        .map(cpu_seconds)
+        .sum()
 }
 
 /// Peak resident set size in MiB.
@@ -142,6 +160,16 @@ fn main() -> Result<(), Error> {
     );
     std::fs::write(logs.join("gateway.yaml"), config)?;
     let mut gateway_cmd = Command::new(&gateway_exe);
+    // Observability on: a JSON log line per request (info). Off: warnings only. Metrics are always on.
+    let observability = get("--observability").unwrap_or_else(|| "on".to_owned());
+    gateway_cmd.env(
+        "MCP_GATEWAY_LOG",
+        if observability == "off" {
+            "warn"
+        } else {
+            "info"
+        },
+    );
     gateway_cmd.args([
         "--config",
         logs.join("gateway.yaml").to_str().ok_or("path")?,
@@ -156,16 +184,6 @@ fn main() -> Result<(), Error> {
             .then(|| v["listen"].as_str().map(str::to_owned))
             .flatten()
     })?;
-    let backend_pid = || -> Option<u32> {
-        // The stdio echo backends are the gateway's children.
-        let children = std::fs::read_to_string(format!(
-            "/proc/{}/task/{}/children",
-            gateway.id(),
-            gateway.id()
-        ))
-        .ok()?;
-        children.split_whitespace().next()?.parse().ok()
-    };
 
     let payloads: &[usize] = if quick { &[64] } else { &[64, 4096] };
     let concurrencies: &[usize] = if quick { &[4] } else { &[1, 16, 64] };
@@ -220,10 +238,15 @@ fn main() -> Result<(), Error> {
                         );
                         direct_rps.push(result["rps"].as_f64().unwrap_or(0.0));
                     }
-                    let (gw_cpu, be_cpu) = (
-                        cpu_seconds(gateway.id()),
-                        backend_pid().map(cpu_seconds).unwrap_or(0.0),
-                    );
+                    let echo_pid = echo_http.id();
+                    let backend_cpu = || {
+                        if *direct {
+                            cpu_seconds(echo_pid)
+                        } else {
+                            children_cpu_seconds(gateway.id())
+                        }
+                    };
+                    let (gw_cpu, be_cpu) = (cpu_seconds(gateway.id()), backend_cpu());
                     let run = Run {
                         load: &load_exe,
                         url: url.clone(),
@@ -236,9 +259,7 @@ fn main() -> Result<(), Error> {
                     let result = load(&run)?;
                     let requests = result["requests"].as_f64().unwrap_or(0.0).max(1.0);
                     let gw_per_1k = (cpu_seconds(gateway.id()) - gw_cpu) / requests * 1000.0;
-                    let be_per_1k = (backend_pid().map(cpu_seconds).unwrap_or(0.0) - be_cpu)
-                        / requests
-                        * 1000.0;
+                    let be_per_1k = (backend_cpu() - be_cpu) / requests * 1000.0;
                     eprintln!(
                         "{}",
                         serde_json::json!({"scenario": name, "via": "gateway", "result": result, "gateway_cpu_per_1k": gw_per_1k})

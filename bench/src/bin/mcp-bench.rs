@@ -29,12 +29,26 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-/// CPU seconds used by all of `parent`'s child processes (the stdio backends of its sessions).
+/// CPU seconds used by all of `parent`'s child processes (the stdio backends of its sessions):
+/// the live ones, plus those already reaped (accounted in the parent's cutime and cstime).
 fn children_cpu_seconds(parent: u32) -> f64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0.0;
+    let stat = std::fs::read_to_string(format!("/proc/{parent}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
     };
-    entries
+    let reaped = (field(13) + field(14)) / 100.0;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return reaped;
+    };
+    let live: f64 = entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -44,7 +58,8 @@ fn children_cpu_seconds(parent: u32) -> f64 {
             ppid == Some(parent)
         })
         .map(cpu_seconds)
-        .sum()
+        .sum();
+    live + reaped
 }
 
 /// Peak resident set size in MiB.

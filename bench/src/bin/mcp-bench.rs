@@ -84,6 +84,16 @@ fn start(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
+    // Never wait forever for a process that will not say it is ready.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let pid = child.id();
+    std::thread::spawn(move || {
+        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    });
     let mut lines = BufReader::new(child.stderr.take().ok_or("no stderr")?).lines();
     let found = loop {
         let line = lines.next().ok_or("exited before it was ready")??;
@@ -91,6 +101,7 @@ fn start(
             break found;
         }
     };
+    let _ = ready_tx.send(());
     let mut file = std::fs::File::create(log)?;
     std::thread::spawn(move || {
         use std::io::Write;
@@ -179,8 +190,10 @@ fn main() -> Result<(), Error> {
     let observability = get("--observability").unwrap_or_else(|| "on".to_owned());
     gateway_cmd.env(
         "MCP_GATEWAY_LOG",
+        // "off" keeps the gateway's own startup and session lines (target mcp_gateway), not
+        // the per-request events (target mcp_gateway_layers).
         if observability == "off" {
-            "warn"
+            "warn,mcp_gateway=info"
         } else {
             "info"
         },

@@ -116,16 +116,19 @@ async fn post(
     if let Some(s) = session {
         req = req.header("mcp-session-id", s);
     }
-    sender.ready().await?;
-    let resp = sender
-        .send_request(req.body(Full::new(Bytes::from(body)))?)
-        .await?;
-    let (parts, body) = resp.into_parts();
-    Ok((
-        parts.status,
-        parts.headers,
-        body.collect().await?.to_bytes(),
-    ))
+    let exchange = async {
+        sender.ready().await?;
+        let resp = sender
+            .send_request(req.body(Full::new(Bytes::from(body)))?)
+            .await?;
+        let (parts, body) = resp.into_parts();
+        Ok::<_, Error>((
+            parts.status,
+            parts.headers,
+            body.collect().await?.to_bytes(),
+        ))
+    };
+    tokio::time::timeout(Duration::from_secs(30), exchange).await?
 }
 
 async fn http_session(url: &http::Uri) -> Result<HttpSession, Error> {

@@ -183,6 +183,24 @@ fn tokens(expr: &str) -> Vec<Token> {
     out
 }
 
+/// The `label op "value"` matchers of the braces opening at `open`; returns them and the index
+/// of the closing brace.
+fn label_matchers(t: &[Token], open: usize) -> (Vec<Matcher>, usize) {
+    let mut matchers = Vec::new();
+    let mut i = open + 1;
+    while i < t.len() && t[i] != Token::Punct("}".to_owned()) {
+        if let (Some(Token::Ident(label)), Some(Token::Punct(op)), Some(Token::Str(value))) =
+            (t.get(i), t.get(i + 1), t.get(i + 2))
+        {
+            matchers.push((label.clone(), op.clone(), value.clone()));
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    (matchers, i)
+}
+
 const KEYWORDS: [&str; 12] = [
     "and",
     "or",
@@ -231,20 +249,7 @@ fn names(expr: &str) -> Names {
             } else {
                 let mut matchers = Vec::new();
                 if punct(i + 1, "{") {
-                    i += 2;
-                    while i < t.len() && !punct(i, "}") {
-                        if let (
-                            Some(Token::Ident(label)),
-                            Some(Token::Punct(op)),
-                            Some(Token::Str(value)),
-                        ) = (t.get(i), t.get(i + 1), t.get(i + 2))
-                        {
-                            matchers.push((label.clone(), op.clone(), value.clone()));
-                            i += 3;
-                        } else {
-                            i += 1;
-                        }
-                    }
+                    (matchers, i) = label_matchers(&t, i + 1);
                 }
                 names.selectors.push((id.clone(), matchers));
             }
@@ -625,32 +630,23 @@ fn check_logql(log_lines: &[String]) {
             match &t[i] {
                 Token::Punct(p) if p == "{" => {
                     // The stream selector: labels Promtail sets.
-                    i += 1;
-                    while i < t.len() && !punct(i, "}") {
-                        if let (
-                            Some(Token::Ident(label)),
-                            Some(Token::Punct(op)),
-                            Some(Token::Str(value)),
-                        ) = (t.get(i), t.get(i + 1), t.get(i + 2))
-                        {
-                            let exact = op == "=";
-                            if let Some(fixed) = static_labels[label.as_str()].as_str() {
-                                assert!(!exact || fixed == value, "{query}: {label} is {fixed}");
-                            } else {
-                                assert!(
-                                    from_lines.contains(label),
-                                    "{query}: Promtail sets no stream label {label}"
-                                );
-                                assert!(
-                                    !exact || has_value(label, value),
-                                    "{query}: no log line has {label}={value}"
-                                );
-                            }
-                            i += 3;
+                    let (matchers, end) = label_matchers(&t, i);
+                    for (label, op, value) in matchers {
+                        let exact = op == "=";
+                        if let Some(fixed) = static_labels[label.as_str()].as_str() {
+                            assert!(!exact || fixed == value, "{query}: {label} is {fixed}");
                         } else {
-                            i += 1;
+                            assert!(
+                                from_lines.contains(&label),
+                                "{query}: Promtail sets no stream label {label}"
+                            );
+                            assert!(
+                                !exact || has_value(&label, &value),
+                                "{query}: no log line has {label}={value}"
+                            );
                         }
                     }
+                    i = end;
                 }
                 Token::Punct(p) if p == "|" => {
                     if let (Some(Token::Ident(field)), Some(Token::Punct(op))) =

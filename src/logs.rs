@@ -58,14 +58,25 @@ impl Visit for Collect<'_> {
     }
 }
 
-fn carried(fields: Map<String, Value>) -> SpanFields {
-    let mut out = Map::new();
-    for (from, to) in CARRIED {
-        if let Some(v) = fields.get(from) {
-            out.insert(to.to_owned(), v.clone());
+/// Records only the span fields that events carry, under the contract's names: the other
+/// fields of a span are never formatted.
+struct Carried<'a>(&'a mut Map<String, Value>);
+
+impl Carried<'_> {
+    fn put(&mut self, field: &Field, value: impl FnOnce() -> Value) {
+        if let Some((_, to)) = CARRIED.iter().find(|(from, _)| *from == field.name()) {
+            self.0.insert((*to).to_owned(), value());
         }
     }
-    SpanFields(out)
+}
+
+impl Visit for Carried<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, || Value::from(value));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.put(field, || Value::from(format!("{value:?}")));
+    }
 }
 
 impl<S> Layer<S> for JsonLogLayer
@@ -74,19 +85,16 @@ where
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let mut fields = Map::new();
-        attrs.record(&mut Collect(&mut fields));
+        attrs.record(&mut Carried(&mut fields));
         if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(carried(fields));
+            span.extensions_mut().insert(SpanFields(fields));
         }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let mut fields = Map::new();
-        values.record(&mut Collect(&mut fields));
         if let Some(span) = ctx.span(id) {
-            let new = carried(fields);
             if let Some(existing) = span.extensions_mut().get_mut::<SpanFields>() {
-                existing.0.extend(new.0);
+                values.record(&mut Carried(&mut existing.0));
             }
         }
     }

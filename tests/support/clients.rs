@@ -6,7 +6,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as Frame;
@@ -114,11 +113,7 @@ impl HttpClient {
         &self,
         msg: Value,
     ) -> mpsc::UnboundedReceiver<(Option<String>, Value)> {
-        let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let mut conn = Conn::open(self.addr, None).await;
         let req = http::Request::post("/mcp")
             .header("host", "127.0.0.1")
             .header("content-type", "application/json")
@@ -126,7 +121,7 @@ impl HttpClient {
             .header("mcp-session-id", &self.session)
             .body(Full::new(Bytes::from(msg.to_string())))
             .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
+        let resp = conn.send_streaming(req).await;
         assert_eq!(resp.headers()["content-type"], "text/event-stream");
         sse_messages(resp.into_body())
     }
@@ -136,11 +131,7 @@ impl HttpClient {
         &self,
         last_event_id: Option<&str>,
     ) -> mpsc::UnboundedReceiver<(Option<String>, Value)> {
-        let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let mut conn = Conn::open(self.addr, None).await;
         let mut req = http::Request::get("/mcp")
             .header("host", "127.0.0.1")
             .header("accept", "text/event-stream")
@@ -148,10 +139,9 @@ impl HttpClient {
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id);
         }
-        let resp = sender
-            .send_request(req.body(Full::<Bytes>::default()).unwrap())
-            .await
-            .unwrap();
+        let resp = conn
+            .send_streaming(req.body(Full::<Bytes>::default()).unwrap())
+            .await;
         assert_eq!(resp.status(), 200);
         sse_messages(resp.into_body())
     }
@@ -187,17 +177,13 @@ pub struct SseClient {
 
 impl SseClient {
     pub async fn connect(addr: SocketAddr) -> SseClient {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let mut conn = Conn::open(addr, None).await;
         let req = http::Request::get("/sse")
             .header("host", "127.0.0.1")
             .header("accept", "text/event-stream")
             .body(Full::<Bytes>::default())
             .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
+        let resp = conn.send_streaming(req).await;
         assert_eq!(resp.status(), 200);
         let mut messages = sse_messages(resp.into_body());
         let (kind, endpoint) = tokio::time::timeout(LIMIT, messages.recv())

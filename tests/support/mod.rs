@@ -52,6 +52,15 @@ impl Conn {
         Conn { sender }
     }
 
+    /// Sends a request and returns the response with its body unread (an SSE stream).
+    pub async fn send_streaming(
+        &mut self,
+        req: http::Request<Full<Bytes>>,
+    ) -> http::Response<hyper::body::Incoming> {
+        self.sender.ready().await.expect("connection ready");
+        self.sender.send_request(req).await.expect("response")
+    }
+
     pub async fn send(&mut self, req: http::Request<Full<Bytes>>) -> Reply {
         self.sender.ready().await.expect("connection ready");
         let resp = tokio::time::timeout(Duration::from_secs(20), self.sender.send_request(req))

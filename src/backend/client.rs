@@ -103,7 +103,7 @@ impl BackendMetrics {
 #[derive(Debug, Clone)]
 enum Link {
     Connecting,
-    Up(mpsc::Sender<Bytes>),
+    Up(mpsc::Sender<Message>),
     Down(Arc<str>),
 }
 
@@ -195,7 +195,7 @@ impl BackendClient {
         self.shared.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    async fn sender(&self) -> Result<mpsc::Sender<Bytes>, GatewayError> {
+    async fn sender(&self) -> Result<mpsc::Sender<Message>, GatewayError> {
         let mut link = self.shared.link.subscribe();
         let wait = async {
             loop {
@@ -267,7 +267,7 @@ impl BackendClient {
             tx: tx.clone(),
             armed: true,
         };
-        if tx.send(outgoing.into_raw()).await.is_err() {
+        if tx.send(outgoing).await.is_err() {
             guard.armed = false;
             lock(&self.shared.pending).remove(&id);
             return Err(unavailable(
@@ -322,7 +322,7 @@ impl BackendClient {
             lock(&self.shared.handshake).1 = true;
         }
         let tx = self.sender().await?;
-        tx.send(message.raw().clone()).await.map_err(|_| {
+        tx.send(message.clone()).await.map_err(|_| {
             unavailable(
                 format!("backend {} connection lost", self.shared.namespace.as_str()),
                 false,
@@ -360,7 +360,7 @@ impl Drop for ProgressRoute {
 struct CancelOnDrop<'a> {
     client: &'a BackendClient,
     id: u64,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Message>,
     armed: bool,
 }
 
@@ -374,7 +374,9 @@ impl Drop for CancelOnDrop<'_> {
                 r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{},"reason":"the gateway's caller went away or timed out"}}}}"#,
                 self.id
             );
-            let _ = self.tx.try_send(Bytes::from(note));
+            if let Ok(note) = Message::parse(Bytes::from(note)) {
+                let _ = self.tx.try_send(note);
+            }
         }
     }
 }
@@ -467,7 +469,7 @@ async fn replay_handshake(
     };
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     pipe.tx
-        .send(initialize.with_id(&id.to_string()).into_raw())
+        .send(initialize.with_id(&id.to_string()))
         .await
         .map_err(|_| "closed during the handshake")?;
     let answered = async {
@@ -487,7 +489,10 @@ async fn replay_handshake(
         .await
         .map_err(|_| "no answer to initialize")??;
     if initialized {
-        let note = Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        let note = Message::parse(Bytes::from_static(
+            br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        ))
+        .map_err(|_| "invalid initialized notification")?;
         pipe.tx
             .send(note)
             .await

@@ -36,7 +36,7 @@ pub enum Inbound {
 #[derive(Debug)]
 pub struct Pipe {
     /// Messages to the backend.
-    pub tx: mpsc::Sender<Bytes>,
+    pub tx: mpsc::Sender<Message>,
     /// Messages from the backend.
     pub rx: mpsc::Receiver<Inbound>,
 }

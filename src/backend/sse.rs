@@ -96,7 +96,7 @@ impl Connector for SseConnector {
                         .ok_or(format!("invalid endpoint {endpoint:?}"))?;
                 }
             };
-            let (tx, mut outgoing) = mpsc::channel::<Bytes>(256);
+            let (tx, mut outgoing) = mpsc::channel::<mcp_gateway_layers::jsonrpc::Message>(256);
             let (incoming, rx) = mpsc::channel::<Inbound>(256);
             let reader_incoming = incoming.clone();
             let reader = tokio::spawn(async move {
@@ -127,18 +127,16 @@ impl Connector for SseConnector {
                 }
             });
             tokio::spawn(async move {
-                while let Some(raw) = outgoing.recv().await {
+                while let Some(msg) = outgoing.recv().await {
                     let mut req = Request::builder()
                         .method(Method::POST)
                         .uri(endpoint.clone())
                         .header(http::header::CONTENT_TYPE, "application/json");
                     if let Some(h) = req.headers_mut() {
                         h.extend(headers.clone());
-                        if let Ok(msg) = mcp_gateway_layers::jsonrpc::Message::parse(raw.clone()) {
-                            trace_headers(&msg, h);
-                        }
+                        trace_headers(&msg, h);
                     }
-                    let Ok(req) = req.body(Full::new(raw)) else {
+                    let Ok(req) = req.body(Full::new(msg.into_raw())) else {
                         continue;
                     };
                     match client.request(req).await {

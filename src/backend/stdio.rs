@@ -79,7 +79,7 @@ fn spawn(config: &BackendConfig, max_line: usize) -> Result<Pipe, String> {
     let namespace = config.namespace.clone();
     tracing::info!(backend = %namespace, pid, command = program, "backend process started");
 
-    let (to_child, mut outgoing) = mpsc::channel::<Bytes>(256);
+    let (to_child, mut outgoing) = mpsc::channel::<mcp_gateway_layers::jsonrpc::Message>(256);
     let (incoming, from_child) = mpsc::channel::<Inbound>(256);
 
     // stdout has its own task, whatever happens to writes on stdin: a full stdin pipe never
@@ -143,7 +143,7 @@ fn spawn(config: &BackendConfig, max_line: usize) -> Result<Pipe, String> {
                     Some(raw) => {
                         let Some(pipe) = stdin.as_mut() else { continue };
                         let written = async {
-                            pipe.write_all(&raw).await?;
+                            pipe.write_all(raw.raw()).await?;
                             pipe.write_all(b"\n").await?;
                             pipe.flush().await
                         };

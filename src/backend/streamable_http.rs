@@ -103,7 +103,7 @@ struct Link {
 
 impl Connector for StreamableHttpConnector {
     fn connect(&self) -> BoxFuture<Result<Pipe, String>> {
-        let (tx, mut outgoing) = mpsc::channel::<Bytes>(256);
+        let (tx, mut outgoing) = mpsc::channel::<Message>(256);
         let (incoming, rx) = mpsc::channel::<Inbound>(256);
         let link = Link {
             client: self.client.clone(),
@@ -116,10 +116,7 @@ impl Connector for StreamableHttpConnector {
         };
         tokio::spawn(async move {
             let mut get_stream = None;
-            while let Some(raw) = outgoing.recv().await {
-                let Ok(msg) = Message::parse(raw) else {
-                    continue;
-                };
+            while let Some(msg) = outgoing.recv().await {
                 let opens_stream = msg.method_name() == Some("notifications/initialized");
                 let poster = link.clone();
                 // Each POST runs on its own so that a slow answer never holds up the others.

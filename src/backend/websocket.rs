@@ -68,11 +68,11 @@ impl Connector for WebSocketConnector {
                     .await
                     .map_err(|e| format!("WebSocket handshake with {url}: {e}"))?;
             let (mut sink, mut stream) = socket.split();
-            let (tx, mut outgoing) = mpsc::channel::<Bytes>(256);
+            let (tx, mut outgoing) = mpsc::channel::<mcp_gateway_layers::jsonrpc::Message>(256);
             let (incoming, rx) = mpsc::channel::<Inbound>(256);
             tokio::spawn(async move {
                 while let Some(raw) = outgoing.recv().await {
-                    let Ok(text) = Utf8Bytes::try_from(raw) else {
+                    let Ok(text) = Utf8Bytes::try_from(raw.into_raw()) else {
                         continue;
                     };
                     if sink.send(Frame::Text(text)).await.is_err() {

@@ -3,8 +3,12 @@
 //! `request_id` and `method` taken from the span it happened in.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use serde_json::{Map, Value};
+
+use crate::lock;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
@@ -12,13 +16,13 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-/// Writes JSON lines to stderr.
+/// Writes JSON lines to stderr, through a buffer that one thread drains ([`flush`] at exit).
 #[derive(Debug, Default)]
 pub struct JsonLogLayer;
 
-/// The fields of a span that events inside it carry, under the log contract's names.
+/// The fields of a span that events carry: (log field name, value as JSON text).
 #[derive(Debug, Default)]
-struct SpanFields(Map<String, Value>);
+struct SpanFields(Vec<(&'static str, String)>);
 
 /// Span field names (OpenTelemetry's) → log field names (the contract's).
 const CARRIED: [(&str, &str); 5] = [
@@ -29,7 +33,10 @@ const CARRIED: [(&str, &str); 5] = [
     ("mcp.method.name", "method"),
 ];
 
-/// Records a span's or an event's fields into a JSON map (the logs' and the OTLP exporter's).
+/// Keys every line starts with; an event's fields of the same name are left out.
+const HEADER: [&str; 4] = ["timestamp", "level", "msg", "target"];
+
+/// Records a span's or an event's fields into a JSON map (the OTLP exporter's).
 pub(crate) struct Collect<'a>(pub(crate) &'a mut Map<String, Value>);
 
 impl Visit for Collect<'_> {
@@ -58,24 +65,97 @@ impl Visit for Collect<'_> {
     }
 }
 
-/// Records only the span fields that events carry, under the contract's names: the other
-/// fields of a span are never formatted.
-struct Carried<'a>(&'a mut Map<String, Value>);
+/// Appends `value` to `out` as a JSON string.
+fn json_str(out: &mut Vec<u8>, value: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+/// Records only the span fields that events carry, under the contract's names, as JSON text:
+/// the other fields of a span are never formatted.
+struct Carried<'a>(&'a mut Vec<(&'static str, String)>);
 
 impl Carried<'_> {
-    fn put(&mut self, field: &Field, value: impl FnOnce() -> Value) {
+    fn put(&mut self, field: &Field, value: &str) {
         if let Some((_, to)) = CARRIED.iter().find(|(from, _)| *from == field.name()) {
-            self.0.insert((*to).to_owned(), value());
+            let mut json = Vec::with_capacity(value.len() + 2);
+            json_str(&mut json, value);
+            let json = String::from_utf8(json).unwrap_or_default();
+            match self.0.iter_mut().find(|(name, _)| name == to) {
+                Some(slot) => slot.1 = json,
+                None => self.0.push((to, json)),
+            }
         }
     }
 }
 
 impl Visit for Carried<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, || Value::from(value));
+        self.put(field, value);
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.put(field, || Value::from(format!("{value:?}")));
+        self.put(field, &format!("{value:?}"));
+    }
+}
+
+/// Writes an event's fields as `,"name":value` members; `message` becomes `msg`.
+struct EventFields<'a> {
+    out: &'a mut Vec<u8>,
+    message: Option<String>,
+}
+
+impl EventFields<'_> {
+    fn key(&mut self, field: &Field) -> bool {
+        if HEADER.contains(&field.name()) {
+            return false;
+        }
+        self.out.push(b',');
+        json_str(self.out, field.name());
+        self.out.push(b':');
+        true
+    }
+}
+
+impl Visit for EventFields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message = Some(value.to_owned());
+        } else if self.key(field) {
+            json_str(self.out, value);
+        }
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if self.key(field) {
+            let _ = write!(self.out, "{value}");
+        }
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if self.key(field) {
+            let _ = write!(self.out, "{value}");
+        }
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if self.key(field) {
+            let _ = serde_json::to_writer(&mut *self.out, &value);
+        }
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if self.key(field) {
+            self.out
+                .extend_from_slice(if value { b"true" } else { b"false" });
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.message = Some(format!("{value:?}"));
+        } else if self.key(field) {
+            json_str(self.out, &format!("{value:?}"));
+        }
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if self.key(field) {
+            json_str(self.out, &value.to_string());
+        }
     }
 }
 
@@ -84,7 +164,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let mut fields = Map::new();
+        let mut fields = Vec::new();
         attrs.record(&mut Carried(&mut fields));
         if let Some(span) = ctx.span(id) {
             span.extensions_mut().insert(SpanFields(fields));
@@ -100,54 +180,183 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let mut fields = Map::new();
-        event.record(&mut Collect(&mut fields));
-        let mut line = Map::new();
-        line.insert("timestamp".to_owned(), Value::from(rfc3339_now()));
-        line.insert(
-            "level".to_owned(),
-            Value::from(event.metadata().level().as_str()),
-        );
-        line.insert(
-            "msg".to_owned(),
-            fields.remove("message").unwrap_or(Value::from("")),
-        );
-        line.insert("target".to_owned(), Value::from(event.metadata().target()));
-        // The innermost span that knows a field wins; the event's own fields win over spans.
+        let mut line = Vec::with_capacity(512);
+        line.extend_from_slice(b"{\"timestamp\":\"");
+        rfc3339_now(&mut line);
+        line.extend_from_slice(b"\",\"level\":\"");
+        line.extend_from_slice(event.metadata().level().as_str().as_bytes());
+        line.extend_from_slice(b"\",\"target\":");
+        json_str(&mut line, event.metadata().target());
+        let mut fields = EventFields {
+            out: &mut line,
+            message: None,
+        };
+        event.record(&mut fields);
+        let message = fields.message.take();
+        line.extend_from_slice(b",\"msg\":");
+        json_str(&mut line, message.as_deref().unwrap_or(""));
+        // The event's own fields win over spans'; the innermost span that knows a field wins.
+        let own = event.metadata().fields();
+        let mut written: Vec<&'static str> = Vec::new();
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope {
                 if let Some(carried) = span.extensions().get::<SpanFields>() {
-                    for (k, v) in &carried.0 {
-                        line.entry(k.clone()).or_insert_with(|| v.clone());
+                    for (name, json) in &carried.0 {
+                        if own.field(name).is_some() || written.contains(name) {
+                            continue;
+                        }
+                        written.push(name);
+                        line.push(b',');
+                        json_str(&mut line, name);
+                        line.push(b':');
+                        line.extend_from_slice(json.as_bytes());
                     }
                 }
             }
         }
-        for (k, v) in fields {
-            line.insert(k, v);
-        }
-        let mut bytes = serde_json::to_vec(&Value::Object(line)).unwrap_or_default();
-        bytes.push(b'\n');
-        // One write per line: lines from concurrent tasks never interleave.
-        let _ = std::io::stderr().lock().write_all(&bytes);
+        line.extend_from_slice(b"}\n");
+        writer().push(&line);
     }
 }
 
-/// Now as RFC 3339 UTC with microseconds.
-fn rfc3339_now() -> String {
+/// Writes whatever log lines are still buffered (call before the process exits).
+pub fn flush() {
+    if let Some(writer) = WRITER.get() {
+        writer.flush();
+    }
+}
+
+static WRITER: OnceLock<Arc<LineWriter>> = OnceLock::new();
+
+/// The process's log writer, its thread started on first use.
+fn writer() -> &'static LineWriter {
+    WRITER.get_or_init(|| {
+        let writer = Arc::new(LineWriter::new(Box::new(std::io::stderr())));
+        let drain = writer.clone();
+        let started = std::thread::Builder::new()
+            .name("log-writer".to_owned())
+            .spawn(move || drain.run());
+        if started.is_err() {
+            // No thread: lines are written as they come.
+            writer.direct.store(true, Ordering::Relaxed);
+        }
+        writer
+    })
+}
+
+/// Log lines are appended to a buffer that one thread writes out about every millisecond: a
+/// request never waits for a write syscall, and a burst of lines costs one. Past
+/// [`MAX_PENDING_BYTES`] (the output is stuck) lines are dropped and counted, and the count is
+/// written as a line of its own when the output moves again.
+struct LineWriter {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    output: Mutex<Output>,
+    direct: AtomicBool,
+}
+
+#[derive(Default)]
+struct Pending {
+    lines: Vec<u8>,
+    dropped: u64,
+}
+
+struct Output {
+    sink: Box<dyn Write + Send>,
+    spare: Vec<u8>,
+}
+
+const MAX_PENDING_BYTES: usize = 8 << 20;
+
+impl LineWriter {
+    fn new(sink: Box<dyn Write + Send>) -> Self {
+        LineWriter {
+            pending: Mutex::default(),
+            wake: Condvar::new(),
+            output: Mutex::new(Output {
+                sink,
+                spare: Vec::new(),
+            }),
+            direct: AtomicBool::new(false),
+        }
+    }
+
+    fn push(&self, line: &[u8]) {
+        let mut pending = lock(&self.pending);
+        if pending.lines.len() + line.len() > MAX_PENDING_BYTES {
+            pending.dropped += 1;
+            return;
+        }
+        let was_empty = pending.lines.is_empty();
+        pending.lines.extend_from_slice(line);
+        drop(pending);
+        if self.direct.load(Ordering::Relaxed) {
+            self.flush();
+        } else if was_empty {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Writes out what is buffered; the output lock keeps lines in order across writers.
+    fn flush(&self) {
+        let mut output = lock(&self.output);
+        let Output { sink, spare } = &mut *output;
+        let dropped = {
+            let mut pending = lock(&self.pending);
+            spare.clear();
+            std::mem::swap(&mut pending.lines, spare);
+            std::mem::take(&mut pending.dropped)
+        };
+        if dropped > 0 {
+            let mut line = b"{\"timestamp\":\"".to_vec();
+            rfc3339_now(&mut line);
+            let _ = writeln!(
+                line,
+                r#"","level":"WARN","target":"mcp_gateway::logs","msg":"log lines dropped: the log output did not keep up","dropped":{dropped}}}"#
+            );
+            let _ = sink.write_all(&line);
+        }
+        let _ = sink.write_all(spare);
+        let _ = sink.flush();
+        if spare.capacity() > MAX_PENDING_BYTES / 4 {
+            *spare = Vec::new();
+        }
+    }
+
+    fn run(&self) {
+        loop {
+            {
+                let mut pending = lock(&self.pending);
+                while pending.lines.is_empty() && pending.dropped == 0 {
+                    pending = self
+                        .wake
+                        .wait(pending)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+            }
+            self.flush();
+            // Lines that come in the meantime go out together in the next write.
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
+/// Appends now as RFC 3339 UTC with microseconds.
+fn rfc3339_now(out: &mut Vec<u8>) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let secs = now.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!(
+    let _ = write!(
+        out,
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60,
         now.subsec_micros()
-    )
+    );
 }
 
 /// Days since 1970-01-01 → (year, month, day), Howard Hinnant's algorithm.
@@ -166,6 +375,46 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sink that hands what it is given to the test, and can be held shut.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            lock(&self.0).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_stay_in_order_and_overflow_is_counted() {
+        let sink = Shared::default();
+        let writer = LineWriter::new(Box::new(sink.clone()));
+        writer.push(b"one\n");
+        writer.push(b"two\n");
+        writer.flush();
+        assert_eq!(&*lock(&sink.0), b"one\ntwo\n");
+        // Nothing drains the buffer: past the bound, lines are dropped and counted.
+        let big = vec![b'x'; MAX_PENDING_BYTES / 2];
+        writer.push(&big);
+        writer.push(&big);
+        writer.push(&big);
+        writer.flush();
+        let out = String::from_utf8(lock(&sink.0).clone()).unwrap();
+        let notice = out.lines().nth(2).unwrap();
+        let notice: Value = serde_json::from_str(notice).unwrap();
+        assert_eq!(notice["dropped"], 1);
+        assert_eq!(notice["level"], "WARN");
+        assert!(notice["timestamp"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(
+            out.len(),
+            "one\ntwo\n".len() + out.lines().nth(2).unwrap().len() + 1 + 2 * big.len()
+        );
+    }
 
     #[test]
     fn civil_dates() {

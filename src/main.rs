@@ -46,6 +46,7 @@ fn init_telemetry(otlp: Option<mcp_gateway::otlp::OtlpLayer>) {
 }
 
 fn fail(message: impl std::fmt::Display) -> ! {
+    mcp_gateway::logs::flush();
     eprintln!("mcp-gateway: {message}");
     std::process::exit(2);
 }
@@ -182,4 +183,5 @@ fn main() {
             });
         }
     }
+    mcp_gateway::logs::flush();
 }

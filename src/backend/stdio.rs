@@ -15,6 +15,9 @@ use super::{Connector, Inbound, Pipe, inbound};
 use crate::config::BackendConfig;
 use crate::mcp::BoxFuture;
 
+/// A burst of queued messages is written to the child's stdin in one write of up to this size.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
+
 /// Backend processes not yet reaped, so that shutdown can wait for their graceful stop.
 static LIVE_CHILDREN: AtomicUsize = AtomicUsize::new(0);
 static CHILD_REAPED: Notify = Notify::const_new();
@@ -137,14 +140,28 @@ fn spawn(config: &BackendConfig, max_line: usize) -> Result<Pipe, String> {
     tokio::spawn(async move {
         let _reaped = Reaped;
         let mut stdin = Some(stdin);
+        let mut batch = Vec::with_capacity(8 * 1024);
         loop {
             tokio::select! {
                 next = outgoing.recv() => match next {
-                    Some(raw) => {
+                    Some(first) => {
                         let Some(pipe) = stdin.as_mut() else { continue };
+                        // Everything already queued goes in one write: one syscall and one
+                        // wake-up of the child for a burst of calls, not one per message.
+                        if batch.capacity() > 4 * MAX_BATCH_BYTES {
+                            // One huge message must not pin its buffer for the child's lifetime.
+                            batch = Vec::with_capacity(8 * 1024);
+                        }
+                        batch.clear();
+                        batch.extend_from_slice(first.raw());
+                        batch.push(b'\n');
+                        while batch.len() < MAX_BATCH_BYTES {
+                            let Ok(next) = outgoing.try_recv() else { break };
+                            batch.extend_from_slice(next.raw());
+                            batch.push(b'\n');
+                        }
                         let written = async {
-                            pipe.write_all(raw.raw()).await?;
-                            pipe.write_all(b"\n").await?;
+                            pipe.write_all(&batch).await?;
                             pipe.flush().await
                         };
                         if written.await.is_err() {

@@ -76,25 +76,43 @@ fn json_str(out: &mut Vec<u8>, value: &str) {
 struct Carried<'a>(&'a mut Vec<(&'static str, String)>);
 
 impl Carried<'_> {
-    fn put(&mut self, field: &Field, value: &str) {
-        if let Some((_, to)) = CARRIED.iter().find(|(from, _)| *from == field.name()) {
-            let mut json = Vec::with_capacity(value.len() + 2);
-            json_str(&mut json, value);
-            let json = String::from_utf8(json).unwrap_or_default();
-            match self.0.iter_mut().find(|(name, _)| name == to) {
-                Some(slot) => slot.1 = json,
-                None => self.0.push((to, json)),
-            }
+    /// The log name of a carried field; `None` for the fields logs leave out.
+    fn carried(field: &Field) -> Option<&'static str> {
+        CARRIED
+            .iter()
+            .find(|(from, _)| *from == field.name())
+            .map(|(_, to)| *to)
+    }
+
+    fn put(&mut self, to: &'static str, json: String) {
+        match self.0.iter_mut().find(|(name, _)| *name == to) {
+            Some(slot) => slot.1 = json,
+            None => self.0.push((to, json)),
         }
     }
 }
 
 impl Visit for Carried<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, value);
+        if let Some(to) = Self::carried(field) {
+            let mut json = Vec::with_capacity(value.len() + 2);
+            json_str(&mut json, value);
+            self.put(to, String::from_utf8(json).unwrap_or_default());
+        }
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.put(field, &format!("{value:?}"));
+        if let Some(to) = Self::carried(field) {
+            // Trace and span ids are hex: formatted once, escaped only if they need it.
+            let text = format!("{value:?}");
+            let json = if text.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                format!("\"{text}\"")
+            } else {
+                let mut json = Vec::with_capacity(text.len() + 2);
+                json_str(&mut json, &text);
+                String::from_utf8(json).unwrap_or_default()
+            };
+            self.put(to, json);
+        }
     }
 }
 

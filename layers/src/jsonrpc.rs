@@ -477,40 +477,102 @@ impl Message {
         let Some(range) = self.id.clone() else {
             return self.clone();
         };
+        if !is_id_token(raw_id) {
+            return self.clone();
+        }
         let mut out = Vec::with_capacity(self.raw.len() + raw_id.len());
         out.extend_from_slice(&self.raw[..range.start]);
         out.extend_from_slice(raw_id.as_bytes());
         out.extend_from_slice(&self.raw[range.end..]);
-        // Only the id token changed; a valid id keeps the message valid.
-        Message::parse(Bytes::from(out)).unwrap_or_else(|_| self.clone())
+        // Only the id token changed: what was peeked after it moves by the difference in length,
+        // nothing needs parsing again.
+        let moved = |r: &Range<usize>| {
+            if r.start >= range.end {
+                r.start + raw_id.len() - range.len()..r.end + raw_id.len() - range.len()
+            } else {
+                r.clone()
+            }
+        };
+        let moved_text = |t: &Option<Text>| match t {
+            Some(Text::Span(r)) => Some(Text::Span(moved(r))),
+            other => other.clone(),
+        };
+        Message {
+            raw: Bytes::from(out),
+            kind: self.kind,
+            method: self.method,
+            method_name: moved_text(&self.method_name),
+            id: Some(range.start..range.start + raw_id.len()),
+            tool_name: moved_text(&self.tool_name),
+            error_code: self.error_code,
+            is_tool_error: self.is_tool_error,
+            meta: MetaTrace {
+                traceparent: moved_text(&self.meta.traceparent),
+                tracestate: moved_text(&self.meta.tracestate),
+                baggage: moved_text(&self.meta.baggage),
+                progress_token: self.meta.progress_token.as_ref().map(moved),
+            },
+        }
     }
 
     /// A copy with `params.{key}` set to the raw JSON `raw_value`, every other byte kept.
     pub fn with_param(&self, key: &str, raw_value: &str) -> Message {
-        let Ok(text) = std::str::from_utf8(&self.raw) else {
-            return self.clone();
-        };
-        let write_params = |out: &mut Vec<u8>, params: Option<&str>| {
-            write_object(out, params, &[(key, NewValue::Raw(raw_value))]);
-        };
-        let mut out = Vec::with_capacity(self.raw.len() + raw_value.len() + 16);
-        write_object(
-            &mut out,
-            Some(text),
-            &[("params", NewValue::Object(&write_params))],
-        );
-        Message::parse(Bytes::from(out)).unwrap_or_else(|_| self.clone())
+        self.with_params(&[(key, raw_value)], &[])
     }
 
     /// A copy with `params._meta` members set (added or replaced), every other byte kept.
     /// Requests and notifications only; others are returned unchanged.
     pub fn with_meta(&self, members: &[(&str, &str)]) -> Message {
-        if !matches!(self.kind, Kind::Request | Kind::Notification) || members.is_empty() {
+        if !matches!(self.kind, Kind::Request | Kind::Notification) {
             return self.clone();
         }
-        let raw = rewrite_meta(&self.raw, members);
-        // The rewrite only adds string members to an object, so the result peeks.
-        Message::parse(raw).unwrap_or_else(|_| self.clone())
+        self.with_params(&[], members)
+    }
+
+    /// A copy with `params` members set to raw JSON values and `params._meta` members set to
+    /// strings, in one rewrite, every other byte kept. Unchanged when there is nothing to set.
+    ///
+    /// ```
+    /// use mcp_gateway_layers::jsonrpc::Message;
+    ///
+    /// let msg = Message::parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a__echo","arguments":{}}}"#.to_vec().into()).unwrap();
+    /// let out = msg.with_params(&[("name", r#""echo""#)], &[("traceparent", "00-1-2-01")]);
+    /// assert_eq!(out.tool_name(), Some("echo"));
+    /// assert_eq!(out.meta_traceparent(), Some("00-1-2-01"));
+    /// assert_eq!(&out.raw()[..], br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{},"_meta":{"traceparent":"00-1-2-01"}}}"#);
+    /// ```
+    pub fn with_params(&self, params: &[(&str, &str)], meta: &[(&str, &str)]) -> Message {
+        if params.is_empty() && meta.is_empty() {
+            return self.clone();
+        }
+        let Ok(text) = std::str::from_utf8(&self.raw) else {
+            return self.clone();
+        };
+        let meta_set: Vec<(&str, NewValue<'_>)> = meta
+            .iter()
+            .map(|(k, v)| (*k, NewValue::String(v)))
+            .collect();
+        let write_meta = |out: &mut Vec<u8>, old: Option<&str>| write_object(out, old, &meta_set);
+        let mut params_set: Vec<(&str, NewValue<'_>)> =
+            params.iter().map(|(k, v)| (*k, NewValue::Raw(v))).collect();
+        if !meta.is_empty() {
+            params_set.push(("_meta", NewValue::Object(&write_meta)));
+        }
+        let write_params =
+            |out: &mut Vec<u8>, old: Option<&str>| write_object(out, old, &params_set);
+        let extra: usize = params
+            .iter()
+            .chain(meta)
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum();
+        let mut out = Vec::with_capacity(self.raw.len() + extra + 16);
+        write_object(
+            &mut out,
+            Some(text),
+            &[("params", NewValue::Object(&write_params))],
+        );
+        // The rewrite keeps the message an object with valid members, so it peeks.
+        Message::parse(Bytes::from(out)).unwrap_or_else(|_| self.clone())
     }
 }
 
@@ -587,8 +649,10 @@ fn write_object(out: &mut Vec<u8>, object: Option<&str>, set: &[(&str, NewValue<
         if out.len() > empty {
             out.push(b',');
         }
-        push_json_string(out, k);
-        out.push(b':');
+        // A key borrowed from the input had no escapes: its bytes are already valid JSON text.
+        out.push(b'"');
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b"\":");
         match set.iter().position(|(key, _)| *key == k) {
             Some(i) => {
                 done[i] = true;
@@ -628,25 +692,11 @@ pub fn set_members(object: &str, members: &[(&str, &str)]) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn rewrite_meta(raw: &[u8], members: &[(&str, &str)]) -> Bytes {
-    let Ok(text) = std::str::from_utf8(raw) else {
-        return Bytes::copy_from_slice(raw);
-    };
-    let meta_set: Vec<(&str, NewValue<'_>)> = members
-        .iter()
-        .map(|(k, v)| (*k, NewValue::String(v)))
-        .collect();
-    let write_meta = |out: &mut Vec<u8>, meta: Option<&str>| write_object(out, meta, &meta_set);
-    let write_params = |out: &mut Vec<u8>, params: Option<&str>| {
-        write_object(out, params, &[("_meta", NewValue::Object(&write_meta))]);
-    };
-    let mut out = Vec::with_capacity(raw.len() + 128);
-    write_object(
-        &mut out,
-        Some(text),
-        &[("params", NewValue::Object(&write_params))],
-    );
-    Bytes::from(out)
+/// Whether `raw` is one JSON string or number token, as an id may be.
+fn is_id_token(raw: &str) -> bool {
+    let first = raw.as_bytes().first().copied();
+    matches!(first, Some(b'"' | b'-' | b'0'..=b'9'))
+        && serde_json::from_str::<&RawValue>(raw).is_ok()
 }
 
 #[cfg(test)]
@@ -656,6 +706,30 @@ mod tests {
 
     fn parse(s: &str) -> Result<Message, PeekError> {
         Message::parse(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn a_new_id_moves_what_was_peeked_after_it() {
+        let messages = [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a\u0062c","_meta":{"traceparent":"00-x","tracestate":"k=v","baggage":"b=1","progressToken":"p"}}}"#,
+            r#"{"method":"tools/call","params":{"name":"echo","_meta":{"progressToken":5}},"jsonrpc":"2.0","id":"long-client-id"}"#,
+            r#"{"jsonrpc":"2.0","result":{"isError":true},"id":12345}"#,
+            r#"{"jsonrpc":"2.0","id":7,"error":{"code":-32601,"message":"no"}}"#,
+        ];
+        for text in messages {
+            let msg = parse(text).unwrap();
+            for id in ["9", r#""gw-17""#, "123456789012", "-1"] {
+                let moved = msg.with_id(id);
+                assert_eq!(
+                    moved,
+                    Message::parse(moved.raw().clone()).unwrap(),
+                    "{text} with id {id}"
+                );
+                assert_eq!(moved.id_raw(), Some(id));
+            }
+            // Not an id token: nothing changes.
+            assert_eq!(msg.with_id("{}"), msg);
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use mcp_gateway_layers::jsonrpc::{Kind, McpMethod, Message, set_members};
 use mcp_gateway_layers::parts::{
     ClientAddr, JsonRpcRequest, JsonRpcResponse, Namespace, SessionId,
 };
-use mcp_gateway_layers::trace::TraceContext;
+use mcp_gateway_layers::trace::{Hex, SpanId, TraceContext};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -86,6 +86,22 @@ pub struct ProxySession {
     counted: Mutex<Option<SessionGuard>>,
     /// Names this session to shared backends.
     key: u64,
+}
+
+/// What a forwarded request changes on its way to the backend, besides its id and `_meta`.
+#[derive(Clone, Copy)]
+struct Rewrite<'a> {
+    /// `params` members set to raw JSON: the tool's name without its namespace, a completion's ref.
+    params: &'a [(&'a str, &'a str)],
+    /// The tool or prompt name the backend knows, for the call's span.
+    tool: Option<&'a str>,
+}
+
+impl Rewrite<'_> {
+    const NONE: Rewrite<'static> = Rewrite {
+        params: &[],
+        tool: None,
+    };
 }
 
 static NEXT_SESSION_KEY: AtomicU64 = AtomicU64::new(1);
@@ -255,6 +271,7 @@ impl ProxySession {
         &self,
         index: usize,
         msg: &Message,
+        rewrite: Rewrite<'_>,
         related: Option<&Related>,
         trace: Option<&TraceContext>,
     ) -> Result<Message, GatewayError> {
@@ -314,32 +331,34 @@ impl ProxySession {
         // The backend call's span is a child of the request's; stdio and WebSocket carry it only
         // in _meta, HTTP transports also in headers.
         let call_ctx = trace.map(TraceContext::child);
-        let span = match &call_ctx {
-            Some(ctx) => tracing::info_span!(
-                "mcp.client",
-                otel.kind = "client",
-                sampled = ctx.sampled,
-                trace_id = %ctx.trace_id,
-                span_id = %ctx.span_id,
-                parent_span_id = ctx.parent_span_id.map(tracing::field::display),
-                mcp.method.name = msg.method_name(),
-                jsonrpc.request.id = msg.id_raw(),
-                gen_ai.tool.name = msg.tool_name(),
-                network.transport = if self.gateway.backends[index].transport == crate::config::BackendTransport::Stdio { "pipe" } else { "tcp" },
-                mcp.backend = self.gateway.backends[index].namespace.as_str(),
-                error.type = tracing::field::Empty,
-            ),
+        // Only a sampled call gets a span of its own (it is exported); log lines of an unsampled
+        // one carry the request's span and trace id.
+        let span = match call_ctx.as_ref().filter(|ctx| ctx.sampled) {
+            Some(ctx) => {
+                let parent_hex = ctx.parent_span_id.map(SpanId::hex);
+                tracing::info_span!(
+                    "mcp.client",
+                    otel.kind = "client",
+                    sampled = ctx.sampled,
+                    trace_id = ctx.trace_id.hex().as_str(),
+                    span_id = ctx.span_id.hex().as_str(),
+                    parent_span_id = parent_hex.as_ref().map(Hex::as_str),
+                    mcp.method.name = msg.method_name(),
+                    jsonrpc.request.id = msg.id_raw(),
+                    gen_ai.tool.name = rewrite.tool.or(msg.tool_name()),
+                    network.transport = if self.gateway.backends[index].transport == crate::config::BackendTransport::Stdio { "pipe" } else { "tcp" },
+                    mcp.backend = self.gateway.backends[index].namespace.as_str(),
+                    error.type = tracing::field::Empty,
+                )
+            }
             None => tracing::Span::none(),
         };
         if let Some(ctx) = &call_ctx {
             meta.push(("traceparent", ctx.traceparent()));
         }
-        let outgoing = if meta.is_empty() {
-            msg.clone()
-        } else {
-            let members: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            msg.with_meta(&members)
-        };
+        // One rewrite (and one parse) for everything the backend sees differently.
+        let members: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let outgoing = msg.with_params(rewrite.params, &members);
         let result =
             tracing::Instrument::instrument(client.call(id, &outgoing), span.clone()).await;
         let failure = match &result {
@@ -390,13 +409,12 @@ impl ProxySession {
                         format!("unknown {what}: {name}"),
                     ));
                 };
-                self.forward(
-                    index,
-                    &msg.with_param("name", &json_string(&name)),
-                    related,
-                    trace,
-                )
-                .await
+                let backend_name = json_string(&name);
+                let rewrite = Rewrite {
+                    params: &[("name", &backend_name)],
+                    tool: Some(&name),
+                };
+                self.forward(index, msg, rewrite, related, trace).await
             }
             McpMethod::ResourcesRead
             | McpMethod::ResourcesSubscribe
@@ -409,15 +427,19 @@ impl ProxySession {
                         format!("unknown resource: {uri}"),
                     )
                 })?;
-                self.forward(index, msg, related, trace).await
+                self.forward(index, msg, Rewrite::NONE, related, trace)
+                    .await
             }
             McpMethod::CompletionComplete => self.complete(msg, related, trace).await,
             McpMethod::LoggingSetLevel => {
                 let count = lock(&self.state).backends.len();
-                join_all((0..count).map(|i| self.forward(i, msg, None, trace))).await;
+                join_all((0..count).map(|i| self.forward(i, msg, Rewrite::NONE, None, trace)))
+                    .await;
                 Ok(result_message(id, "{}"))
             }
-            _ if self.gateway.backends.len() == 1 => self.forward(0, msg, related, trace).await,
+            _ if self.gateway.backends.len() == 1 => {
+                self.forward(0, msg, Rewrite::NONE, related, trace).await
+            }
             _ => Err(routing_error(
                 ErrorType::NotFound,
                 code::METHOD_NOT_FOUND,
@@ -493,13 +515,15 @@ impl ProxySession {
         let to_backends = &to_backends;
         let answers = join_all(clients.iter().enumerate().map(|(i, _)| async move {
             if !self.gateway.backends[i].shared {
-                return self.forward(i, to_backends, None, trace).await;
+                return self
+                    .forward(i, to_backends, Rewrite::NONE, None, trace)
+                    .await;
             }
             // A shared process is initialized once; later sessions read its first answer.
             let shared = self.gateway.shared_backend(i);
             let first = shared
                 .initialized
-                .get_or_try_init(|| self.forward(i, to_backends, None, trace))
+                .get_or_try_init(|| self.forward(i, to_backends, Rewrite::NONE, None, trace))
                 .await?;
             Ok(first.clone())
         }))
@@ -596,7 +620,7 @@ impl ProxySession {
         let answers = join_all(
             requests
                 .iter()
-                .map(|(i, m)| self.forward(*i, m, None, trace)),
+                .map(|(i, m)| self.forward(*i, m, Rewrite::NONE, None, trace)),
         )
         .await;
         let sep = self.gateway.config.tool_name_separator.clone();
@@ -748,12 +772,22 @@ impl ProxySession {
             )
             .ok_or_else(unknown)?;
             return self
-                .forward(index, &msg.with_param("ref", &rewritten), related, trace)
+                .forward(
+                    index,
+                    msg,
+                    Rewrite {
+                        params: &[("ref", &rewritten)],
+                        tool: None,
+                    },
+                    related,
+                    trace,
+                )
                 .await;
         }
         let uri = reference.uri.ok_or_else(unknown)?;
         let index = self.resource_backend(&uri).ok_or_else(unknown)?;
-        self.forward(index, msg, related, trace).await
+        self.forward(index, msg, Rewrite::NONE, related, trace)
+            .await
     }
 
     /// A notification from the client.

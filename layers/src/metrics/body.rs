@@ -14,7 +14,7 @@ use crate::parts::Namespace;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::trace::{SpanId, TraceId};
+use crate::trace::{Hex, SpanId, TraceId};
 
 /// One request being measured: recorded exactly once, when the response ends or is dropped.
 #[derive(Debug)]
@@ -53,8 +53,9 @@ impl RequestLog {
         elapsed: std::time::Duration,
     ) {
         let duration_ms = elapsed.as_secs_f64() * 1000.0;
-        let trace_id = trace_id.map(tracing::field::display);
-        let span_id = self.span_id.map(tracing::field::display);
+        let (trace_hex, span_hex) = (trace_id.map(TraceId::hex), self.span_id.map(SpanId::hex));
+        let trace_id = trace_hex.as_ref().map(Hex::as_str);
+        let span_id = span_hex.as_ref().map(Hex::as_str);
         let session_id = self.session_id.as_deref();
         let request_id = self.request_id.as_deref();
         let client_addr = self.client_addr.map(tracing::field::display);

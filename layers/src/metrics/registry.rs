@@ -101,6 +101,12 @@ impl EncodeLabelSet for TraceExemplar {
 /// The request metrics, registered once and shared (cheap to clone) by every layer that records.
 #[derive(Debug, Clone)]
 pub struct GatewayMetrics {
+    // One reference count per clone: a per-request service stack clones it.
+    inner: std::sync::Arc<MetricsInner>,
+}
+
+#[derive(Debug)]
+struct MetricsInner {
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, HistogramWithExemplars<TraceExemplar>>,
     errors: Family<ErrorLabels, Counter>,
@@ -112,7 +118,7 @@ pub struct GatewayMetrics {
 impl GatewayMetrics {
     /// Registers the request metrics in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
-        let metrics = GatewayMetrics {
+        let metrics = MetricsInner {
             requests: Family::default(),
             duration: Family::new_with_constructor(|| {
                 HistogramWithExemplars::new(LATENCY_BUCKETS.into_iter())
@@ -152,12 +158,15 @@ impl GatewayMetrics {
             "Failures recovered from, by error type and mechanism (retry, restart, reconnect)",
             metrics.recovery.clone(),
         );
-        metrics
+        GatewayMetrics {
+            inner: std::sync::Arc::new(metrics),
+        }
     }
 
     /// Counts a failure of `error_type` recovered from by `mechanism`.
     pub fn record_recovery(&self, error_type: ErrorType, mechanism: RecoveryMechanism) {
-        self.recovery
+        self.inner
+            .recovery
             .get_or_create(&RecoveryLabels {
                 error_type: error_type.as_str(),
                 mechanism,
@@ -166,7 +175,7 @@ impl GatewayMetrics {
     }
 
     pub(crate) fn in_flight(&self) -> &Gauge {
-        &self.in_flight
+        &self.inner.in_flight
     }
 
     /// Records one finished request (the metrics layer calls this; a frontend calls it for a
@@ -181,11 +190,14 @@ impl GatewayMetrics {
     ) {
         let seconds = elapsed.as_secs_f64();
         let route = RouteLabels { method, namespace };
-        self.duration
-            .get_or_create(&route)
-            .observe(seconds, trace_id.map(TraceExemplar), None);
+        self.inner.duration.get_or_create(&route).observe(
+            seconds,
+            trace_id.map(TraceExemplar),
+            None,
+        );
         let RouteLabels { method, namespace } = route;
-        self.requests
+        self.inner
+            .requests
             .get_or_create(&RequestLabels {
                 method,
                 namespace,
@@ -198,7 +210,8 @@ impl GatewayMetrics {
     }
 
     fn record_error(&self, class: &ErrorClass, seconds: f64) {
-        self.errors
+        self.inner
+            .errors
             .get_or_create(&ErrorLabels {
                 error_type: class.error_type.as_str(),
                 component: class.component.as_str(),
@@ -207,7 +220,8 @@ impl GatewayMetrics {
                 retryable: class.retryable,
             })
             .inc();
-        self.error_duration
+        self.inner
+            .error_duration
             .get_or_create(&ErrorDurationLabels {
                 error_type: class.error_type.as_str(),
                 component: class.component.as_str(),

@@ -12,16 +12,38 @@ pub struct TraceId([u8; 16]);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SpanId([u8; 8]);
 
-/// Lowercase hex in one write: ids are formatted for every span and log line.
-fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; 32];
-    for (i, b) in bytes.iter().take(16).enumerate() {
-        buf[2 * i] = DIGITS[usize::from(b >> 4)];
-        buf[2 * i + 1] = DIGITS[usize::from(b & 15)];
+/// An id as lowercase hex on the stack: spans and log lines record it as a `&str`, with no
+/// formatting machinery and no allocation.
+///
+/// ```
+/// let id = mcp_gateway_layers::trace::SpanId::from_hex("00f067aa0ba902b7").unwrap();
+/// assert_eq!(id.hex().as_str(), "00f067aa0ba902b7");
+/// ```
+#[derive(Clone, Copy)]
+pub struct Hex<const N: usize>([u8; N]);
+
+impl<const N: usize> Hex<N> {
+    fn of(bytes: &[u8]) -> Self {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; N];
+        for (i, b) in bytes.iter().take(N / 2).enumerate() {
+            buf[2 * i] = DIGITS[usize::from(b >> 4)];
+            buf[2 * i + 1] = DIGITS[usize::from(b & 15)];
+        }
+        Hex(buf)
     }
-    let len = 2 * bytes.len().min(16);
-    f.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
+
+    /// The hex digits.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits were written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl<const N: usize> fmt::Display for Hex<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
@@ -61,6 +83,11 @@ impl TraceId {
     pub fn to_bytes(self) -> [u8; 16] {
         self.0
     }
+
+    /// 32 lowercase hex digits.
+    pub fn hex(self) -> Hex<32> {
+        Hex::of(&self.0)
+    }
 }
 
 impl SpanId {
@@ -83,29 +110,34 @@ impl SpanId {
     pub fn to_bytes(self) -> [u8; 8] {
         self.0
     }
+
+    /// 16 lowercase hex digits.
+    pub fn hex(self) -> Hex<16> {
+        Hex::of(&self.0)
+    }
 }
 
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_hex(f, &self.0)
+        fmt::Display::fmt(&self.hex(), f)
     }
 }
 
 impl fmt::Debug for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_hex(f, &self.0)
+        fmt::Display::fmt(&self.hex(), f)
     }
 }
 
 impl fmt::Display for SpanId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_hex(f, &self.0)
+        fmt::Display::fmt(&self.hex(), f)
     }
 }
 
 impl fmt::Debug for SpanId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_hex(f, &self.0)
+        fmt::Display::fmt(&self.hex(), f)
     }
 }
 

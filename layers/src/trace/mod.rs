@@ -28,7 +28,7 @@ mod layer;
 mod propagate;
 mod service;
 
-pub use context::{SpanId, TraceContext, TraceId, TraceParent};
+pub use context::{Hex, SpanId, TraceContext, TraceId, TraceParent};
 pub use future::ResponseFuture;
 pub use layer::TraceLayer;
 pub use propagate::{InjectTrace, PropagateTrace, PropagateTraceLayer};

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use super::TraceContext;
+use super::{Hex, SpanId, TraceContext};
 use crate::parts::{JsonRpcRequest, RequestParts};
 
 /// An outbound request that can carry a trace context.
@@ -80,13 +80,14 @@ where
             Some(server) => server.child(),
             None => TraceContext::root(1.0),
         };
+        let parent_hex = ctx.parent_span_id.map(SpanId::hex);
         let span = tracing::info_span!(
             "mcp.client",
             otel.kind = "client",
             sampled = ctx.sampled,
-            trace_id = %ctx.trace_id,
-            span_id = %ctx.span_id,
-            parent_span_id = ctx.parent_span_id.map(tracing::field::display),
+            trace_id = ctx.trace_id.hex().as_str(),
+            span_id = ctx.span_id.hex().as_str(),
+            parent_span_id = parent_hex.as_ref().map(Hex::as_str),
             mcp.method.name = req.message().and_then(|m| m.method_name()),
             jsonrpc.request.id = req.message().and_then(|m| m.id_raw()),
         );

@@ -4,7 +4,7 @@ use http::HeaderValue;
 use tower::{BoxError, Service};
 use tracing::field::Empty;
 
-use super::{ResponseFuture, TraceContext, TraceParent};
+use super::{Hex, ResponseFuture, SpanId, TraceContext, TraceParent};
 use crate::parts::{RequestParts, ResponseParts};
 
 /// The service made by [`TraceLayer`](super::TraceLayer).
@@ -64,13 +64,14 @@ where
     fn call(&mut self, mut req: Req) -> Self::Future {
         let ctx = incoming_context(&req, self.sample_ratio);
         let msg = req.message();
+        let parent_hex = ctx.parent_span_id.map(SpanId::hex);
         let span = tracing::info_span!(
             "mcp.server",
             otel.kind = "server",
             sampled = ctx.sampled,
-            trace_id = %ctx.trace_id,
-            span_id = %ctx.span_id,
-            parent_span_id = ctx.parent_span_id.map(tracing::field::display),
+            trace_id = ctx.trace_id.hex().as_str(),
+            span_id = ctx.span_id.hex().as_str(),
+            parent_span_id = parent_hex.as_ref().map(Hex::as_str),
             mcp.method.name = msg.and_then(|m| m.method_name()),
             jsonrpc.request.id = msg.and_then(|m| m.id_raw()),
             gen_ai.tool.name = msg.and_then(|m| m.tool_name()),

@@ -60,7 +60,8 @@ impl<B> ResponseParts for http::Response<B> {
 pub struct JsonRpcRequest {
     /// The message, raw.
     pub message: Message,
-    /// Typed values set by the transport and layers (trace context, namespace, session).
+    /// Typed values set by the transport and layers (trace context, namespace, session,
+    /// [`RequestHeaders`]).
     pub extensions: Extensions,
 }
 
@@ -101,7 +102,7 @@ impl RequestParts for JsonRpcRequest {
         &mut self.extensions
     }
     fn headers(&self) -> Option<&HeaderMap> {
-        self.extensions.get::<HeaderMap>()
+        self.extensions.get::<RequestHeaders>().map(|h| &*h.0)
     }
     fn message(&self) -> Option<&Message> {
         Some(&self.message)
@@ -160,6 +161,10 @@ impl prometheus_client::encoding::EncodeLabelValue for Namespace {
 /// The client's address, set by whoever accepted the connection; read by logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub SocketAddr);
+
+/// The HTTP headers a JSON-RPC request came with, shared: the retry layer clones every request.
+#[derive(Debug, Clone)]
+pub struct RequestHeaders(pub Arc<HeaderMap>);
 
 /// The MCP session a request belongs to, set by the transport; read by logs and spans.
 #[derive(Debug, Clone, PartialEq, Eq)]

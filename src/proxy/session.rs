@@ -13,7 +13,7 @@ use mcp_gateway_layers::classify::{
 };
 use mcp_gateway_layers::jsonrpc::{Kind, McpMethod, Message, set_members};
 use mcp_gateway_layers::parts::{
-    ClientAddr, JsonRpcRequest, JsonRpcResponse, Namespace, SessionId,
+    ClientAddr, JsonRpcRequest, JsonRpcResponse, Namespace, RequestHeaders, RequestParts, SessionId,
 };
 use mcp_gateway_layers::trace::{Hex, SpanId, TraceContext};
 use serde::Deserialize;
@@ -461,8 +461,7 @@ impl ProxySession {
                 .config
                 .forward_credentials
                 .then(|| {
-                    req.extensions
-                        .get::<http::HeaderMap>()
+                    RequestParts::headers(req)
                         .and_then(|h| h.get(http::header::AUTHORIZATION))
                         .cloned()
                 })
@@ -976,7 +975,7 @@ impl Session for ProxySession {
                     if let Some(related) = ctx.related {
                         req.extensions.insert(Related(related));
                     }
-                    req.extensions.insert(ctx.headers);
+                    req.extensions.insert(RequestHeaders(Arc::new(ctx.headers)));
                     if let Some(addr) = ctx.client_addr {
                         req.extensions.insert(ClientAddr(addr));
                     }

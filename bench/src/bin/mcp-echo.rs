@@ -7,22 +7,28 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use mcp_gateway_bench::echo_answer;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 
-async fn stdio() -> std::io::Result<()> {
-    let mut lines = BufReader::with_capacity(1 << 16, tokio::io::stdin()).lines();
-    let mut out = BufWriter::with_capacity(1 << 16, tokio::io::stdout());
-    while let Some(line) = lines.next_line().await? {
-        if let Some(answer) = echo_answer(Bytes::from(line)) {
-            out.write_all(&answer).await?;
-            out.write_all(b"\n").await?;
+/// Plain blocking reads and writes: tokio's stdin and stdout hand every read and write to a
+/// blocking thread, which would cost this process more than the gateway it measures.
+fn stdio() -> std::io::Result<()> {
+    use std::io::{BufRead, Write};
+    let mut input = std::io::BufReader::with_capacity(1 << 16, std::io::stdin().lock());
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let mut line = Vec::with_capacity(4096);
+    loop {
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            return out.flush();
+        }
+        if let Some(answer) = echo_answer(Bytes::copy_from_slice(line.trim_ascii())) {
+            out.write_all(&answer)?;
+            out.write_all(b"\n")?;
         }
         // Flush when no more input is waiting: one write for a burst of answers.
-        if lines.get_ref().buffer().is_empty() {
-            out.flush().await?;
+        if input.buffer().is_empty() {
+            out.flush()?;
         }
     }
-    out.flush().await
 }
 
 async fn http(addr: &str) -> std::io::Result<()> {
@@ -62,12 +68,14 @@ async fn http(addr: &str) -> std::io::Result<()> {
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> std::io::Result<()> {
+fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match (args.first().map(String::as_str), args.get(1)) {
-        (Some("stdio"), None) => stdio().await,
-        (Some("http"), Some(addr)) => http(addr).await,
+        (Some("stdio"), None) => stdio(),
+        (Some("http"), Some(addr)) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(http(addr)),
         _ => {
             eprintln!("usage: mcp-echo stdio | mcp-echo http ADDR");
             std::process::exit(2);

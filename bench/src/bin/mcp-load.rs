@@ -1,9 +1,11 @@
 //! Drives real MCP sessions: `initialize`, `notifications/initialized`, then `tools/call` from C
 //! concurrent workers spread over S sessions, with a payload of B bytes, for D seconds or N
 //! requests. Every answer is checked (id and echoed payload); the result is one JSON line with
-//! req/s and latency percentiles from an HDR histogram.
+//! req/s and latency percentiles from an HDR histogram. Transports: `http` (Streamable HTTP,
+//! JSON answers), `http-sse` (Streamable HTTP, SSE answers), `ws` (WebSocket), `sse` (legacy
+//! HTTP+SSE: POSTs to the endpoint the stream names, answers on the stream).
 //!
-//! mcp-load --url URL --transport http|http-sse|ws --tool NAME [--concurrency C] [--sessions S]
+//! mcp-load --url URL --transport http|http-sse|ws|sse --tool NAME [--concurrency C] [--sessions S]
 //!          [--payload B] [--seconds D | --requests N]
 
 use std::collections::HashMap;
@@ -28,10 +30,11 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 struct Options {
     url: http::Uri,
     transport: String,
-    tool: String,
+    tool_json: String,
     concurrency: usize,
     sessions: usize,
     payload: String,
+    payload_json: String,
     seconds: f64,
     requests: Option<u64>,
 }
@@ -48,29 +51,63 @@ fn options() -> Result<Options, Error> {
     Ok(Options {
         url: get("--url").ok_or("--url is required")?.parse()?,
         transport: get("--transport").unwrap_or_else(|| "http".to_owned()),
-        tool: get("--tool").unwrap_or_else(|| "echo".to_owned()),
+
+        tool_json: serde_json::to_string(&get("--tool").unwrap_or_else(|| "echo".to_owned()))?,
         concurrency: num("--concurrency", 16)? as usize,
         sessions: num("--sessions", 4)? as usize,
         payload: "x".repeat(num("--payload", 64)? as usize),
+        payload_json: serde_json::to_string(&"x".repeat(num("--payload", 64)? as usize))?,
         seconds: get("--seconds").map_or(Ok(5.0), |v| v.parse::<f64>())?,
         requests: get("--requests").map(|v| v.parse()).transpose()?,
     })
 }
 
+/// A `tools/call` of `tool` with `{"message": payload}`; the tool name and payload are JSON
+/// strings already (`Options` holds them encoded).
 fn call(id: u64, tool: &str, payload: &str) -> String {
-    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": {"message": payload}}}).to_string()
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":{tool},"arguments":{{"message":{payload}}}}}}}"#
+    )
 }
 
-/// Checks one answer: its id and the echoed payload.
+#[derive(serde::Deserialize)]
+struct Answer<'a> {
+    id: Option<u64>,
+    #[serde(borrow)]
+    result: Option<AnswerResult<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct AnswerResult<'a> {
+    #[serde(borrow)]
+    content: Vec<Content<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Content<'a> {
+    #[serde(borrow)]
+    text: std::borrow::Cow<'a, str>,
+}
+
+/// Checks one answer: its id and the echoed payload (a typed, borrowing parse: the load
+/// generator shares the machine with what it measures).
 fn check(answer: &[u8], id: u64, payload: &str) -> Result<(), Error> {
-    let value: Value = serde_json::from_slice(answer)?;
-    if value["id"] != id {
-        return Err(format!("answer for id {} to request {id}", value["id"]).into());
+    let wrong = || {
+        format!(
+            "wrong answer to request {id}: {}",
+            String::from_utf8_lossy(answer)
+        )
+    };
+    let parsed: Answer<'_> = serde_json::from_slice(answer).map_err(|_| wrong())?;
+    let text = parsed
+        .result
+        .as_ref()
+        .and_then(|r| r.content.first())
+        .map(|c| &*c.text);
+    if parsed.id != Some(id) || text != Some(payload) {
+        return Err(wrong().into());
     }
-    match value["result"]["content"][0]["text"].as_str() {
-        Some(text) if text == payload => Ok(()),
-        _ => Err(format!("wrong answer: {value}").into()),
-    }
+    Ok(())
 }
 
 /// The text of the first SSE event carrying a JSON-RPC response.
@@ -109,7 +146,8 @@ async fn post(
     accept: &str,
     body: String,
 ) -> Result<(http::StatusCode, http::HeaderMap, Bytes), Error> {
-    let mut req = http::Request::post(url.path())
+    let path = url.path_and_query().map_or("/", |p| p.as_str());
+    let mut req = http::Request::post(path)
         .header("host", url.host().unwrap_or(""))
         .header("content-type", "application/json")
         .header("accept", accept);
@@ -223,6 +261,93 @@ impl WsSession {
     }
 }
 
+/// A legacy HTTP+SSE session shared by several workers: requests are POSTed to the endpoint
+/// the stream named (each worker on its own connection), answers arrive on the one stream and
+/// are matched by id.
+struct SseSession {
+    endpoint: http::Uri,
+    waiting: Arc<Mutex<HashMap<u64, oneshot::Sender<Bytes>>>>,
+}
+
+async fn sse_session(url: &http::Uri) -> Result<SseSession, Error> {
+    let mut conn = http_connection(url).await?;
+    let req = http::Request::get(url.path())
+        .header("host", url.host().unwrap_or(""))
+        .header("accept", "text/event-stream")
+        .body(Full::new(Bytes::new()))?;
+    let resp = conn.send_request(req).await?;
+    if !resp.status().is_success() {
+        return Err(format!("GET {url}: HTTP {}", resp.status()).into());
+    }
+    let mut body = resp.into_body();
+    let waiting: Arc<Mutex<HashMap<u64, oneshot::Sender<Bytes>>>> = Arc::default();
+    let (endpoint_tx, endpoint_rx) = oneshot::channel::<String>();
+    let readers = waiting.clone();
+    tokio::spawn(async move {
+        // The connection lives as long as its stream is read.
+        let _conn = conn;
+        let mut endpoint_tx = Some(endpoint_tx);
+        let mut parser = mcp_gateway_layers::sse::SseParser::new(1 << 24);
+        while let Some(Ok(frame)) = body.frame().await {
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let fed = parser.feed(&data, &mut |event| {
+                if event.event == "endpoint" {
+                    if let Some(tx) = endpoint_tx.take() {
+                        let _ = tx.send(event.data);
+                    }
+                    return;
+                }
+                let id = serde_json::from_str::<Value>(&event.data)
+                    .ok()
+                    .and_then(|v| v["id"].as_u64());
+                if let Some(waiter) = id.and_then(|id| readers.lock().unwrap().remove(&id)) {
+                    let _ = waiter.send(Bytes::from(event.data));
+                }
+            });
+            if fed.is_err() {
+                break;
+            }
+        }
+    });
+    let endpoint = tokio::time::timeout(Duration::from_secs(30), endpoint_rx).await??;
+    // The endpoint may be relative to the stream's URL.
+    let endpoint: http::Uri = match endpoint.parse::<http::Uri>() {
+        Ok(uri) if uri.host().is_some() => uri,
+        _ => format!(
+            "http://{}{endpoint}",
+            url.authority().map_or("", |a| a.as_str())
+        )
+        .parse()?,
+    };
+    let session = SseSession { endpoint, waiting };
+    let mut conn = http_connection(url).await?;
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2024-11-05", "capabilities": {}, "clientInfo": {"name": "mcp-load", "version": "1"}}});
+    session.request(&mut conn, 0, init.to_string()).await?;
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string();
+    post(&mut conn, &session.endpoint, None, "application/json", note).await?;
+    Ok(session)
+}
+
+impl SseSession {
+    async fn request(
+        &self,
+        conn: &mut SendRequest<Full<Bytes>>,
+        id: u64,
+        body: String,
+    ) -> Result<Bytes, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().unwrap().insert(id, tx);
+        let (status, _, _) = post(conn, &self.endpoint, None, "application/json", body).await?;
+        if !status.is_success() {
+            self.waiting.lock().unwrap().remove(&id);
+            return Err(format!("POST {}: HTTP {status}", self.endpoint).into());
+        }
+        Ok(tokio::time::timeout(Duration::from_secs(30), rx).await??)
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let opts = options()?;
@@ -238,8 +363,14 @@ async fn main() -> Result<(), Error> {
     } else {
         Vec::new()
     };
+    let mut sse_sessions: Vec<Arc<SseSession>> = Vec::new();
+    if opts.transport == "sse" {
+        for _ in 0..opts.sessions {
+            sse_sessions.push(Arc::new(sse_session(&opts.url).await?));
+        }
+    }
     let mut http_sessions = Vec::new();
-    if opts.transport != "ws" {
+    if opts.transport == "http" || opts.transport == "http-sse" {
         for _ in 0..opts.sessions {
             http_sessions.push(http_session(&opts.url).await?.session);
         }
@@ -252,6 +383,7 @@ async fn main() -> Result<(), Error> {
         let (next_id, errors, issued) = (next_id.clone(), errors.clone(), issued.clone());
         let ws = ws_sessions.get(w % opts.sessions.max(1)).cloned();
         let session = http_sessions.get(w % opts.sessions.max(1)).cloned();
+        let sse = sse_sessions.get(w % opts.sessions.max(1)).cloned();
         workers.push(tokio::spawn(async move {
             let mut histogram =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
@@ -274,26 +406,30 @@ async fn main() -> Result<(), Error> {
                     }
                 }
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
-                let body = call(id, &opts.tool, &opts.payload);
+                let body = call(id, &opts.tool_json, &opts.payload_json);
                 let sent = Instant::now();
-                let answer = match (&ws, conn.as_mut()) {
-                    (Some(ws), _) => ws.request(id, body).await,
-                    (None, Some(conn)) => post(conn, &opts.url, session.as_deref(), accept, body)
-                        .await
-                        .and_then(|(status, headers, bytes)| {
-                            if !status.is_success() {
-                                return Err(format!("HTTP {status}").into());
-                            }
-                            let sse = headers
-                                .get("content-type")
-                                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-                            if sse {
-                                sse_response(&bytes).ok_or_else(|| "no answer in the stream".into())
-                            } else {
-                                Ok(bytes)
-                            }
-                        }),
-                    (None, None) => unreachable!("an HTTP worker has a connection"),
+                let answer = match (&ws, &sse, conn.as_mut()) {
+                    (Some(ws), _, _) => ws.request(id, body).await,
+                    (None, Some(sse), Some(conn)) => sse.request(conn, id, body).await,
+                    (None, None, Some(conn)) => {
+                        post(conn, &opts.url, session.as_deref(), accept, body)
+                            .await
+                            .and_then(|(status, headers, bytes)| {
+                                if !status.is_success() {
+                                    return Err(format!("HTTP {status}").into());
+                                }
+                                let sse = headers.get("content-type").is_some_and(|v| {
+                                    v.as_bytes().starts_with(b"text/event-stream")
+                                });
+                                if sse {
+                                    sse_response(&bytes)
+                                        .ok_or_else(|| "no answer in the stream".into())
+                                } else {
+                                    Ok(bytes)
+                                }
+                            })
+                    }
+                    (None, _, None) => unreachable!("an HTTP worker has a connection"),
                 };
                 let latency = sent.elapsed();
                 match answer.and_then(|a| check(&a, id, &opts.payload)) {

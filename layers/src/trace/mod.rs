@@ -52,7 +52,8 @@ mod tests {
         if let Some(h) = header {
             let mut headers = http::HeaderMap::new();
             headers.insert("traceparent", http::HeaderValue::from_static(h));
-            req.extensions.insert(headers);
+            req.extensions
+                .insert(crate::parts::RequestHeaders(std::sync::Arc::new(headers)));
         }
         let (inner, mut handle) = mock::pair::<JsonRpcRequest, JsonRpcResponse>();
         let call = tokio::spawn(TraceLayer::new().layer(inner).oneshot(req));

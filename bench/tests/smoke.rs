@@ -30,6 +30,7 @@ fn the_harness_runs_every_scenario_both_ways() {
     for scenario in [
         "Streamable HTTP → HTTP backend",
         "Streamable HTTP → stdio backend",
+        "Legacy SSE → stdio backend",
         "WebSocket → stdio backend",
     ] {
         assert!(
@@ -41,7 +42,8 @@ fn the_harness_runs_every_scenario_both_ways() {
     }
     let results: Vec<serde_json::Value> = runs
         .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r.get("via").is_some())
         .collect();
     assert!(
         results.iter().any(|r| r["via"] == "direct")
@@ -53,4 +55,10 @@ fn the_harness_runs_every_scenario_both_ways() {
         assert!(r["result"]["requests"].as_u64().unwrap() > 0, "{r}");
     }
     assert!(table.contains("gateway peak RSS:"), "{table}");
+    for transport in ["http", "ws"] {
+        assert!(
+            table.contains(&format!("idle {transport} sessions:")),
+            "{table}"
+        );
+    }
 }

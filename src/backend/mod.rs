@@ -54,20 +54,47 @@ pub struct Forwarded {
     pub authorization: Option<http::HeaderValue>,
 }
 
-/// The connector for `config`.
+/// The HTTP connections to backends, pooled across every session of a gateway: a session of an
+/// HTTP backend holds a session id, not a connection, so idle sessions cost no socket.
+#[derive(Clone)]
+pub struct HttpPool(streamable_http::HttpClient);
+
+impl HttpPool {
+    /// An empty pool.
+    pub fn new() -> Self {
+        HttpPool(streamable_http::http_client())
+    }
+}
+
+impl Default for HttpPool {
+    fn default() -> Self {
+        HttpPool::new()
+    }
+}
+
+/// The connector for `config`; HTTP transports take their connections from `pool`.
 pub fn connector(
     config: Arc<BackendConfig>,
     max_message_bytes: usize,
     forwarded: Forwarded,
+    pool: &HttpPool,
 ) -> Arc<dyn Connector> {
     match config.transport {
         BackendTransport::Stdio => Arc::new(stdio::StdioConnector::new(config, max_message_bytes)),
-        BackendTransport::StreamableHttp => Arc::new(
-            streamable_http::StreamableHttpConnector::new(config, max_message_bytes, forwarded),
-        ),
-        BackendTransport::Sse => {
-            Arc::new(sse::SseConnector::new(config, max_message_bytes, forwarded))
+        BackendTransport::StreamableHttp => {
+            Arc::new(streamable_http::StreamableHttpConnector::new(
+                config,
+                max_message_bytes,
+                forwarded,
+                pool.0.clone(),
+            ))
         }
+        BackendTransport::Sse => Arc::new(sse::SseConnector::new(
+            config,
+            max_message_bytes,
+            forwarded,
+            pool.0.clone(),
+        )),
         BackendTransport::Websocket => Arc::new(websocket::WebSocketConnector::new(
             config,
             max_message_bytes,

@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Full};
 use mcp_gateway_layers::sse::SseParser;
 use tokio::sync::mpsc;
 
-use super::streamable_http::{HttpClient, base_headers, http_client, trace_headers};
+use super::streamable_http::{HttpClient, base_headers, trace_headers};
 use super::{Connector, Forwarded, Inbound, Pipe, inbound};
 use crate::config::BackendConfig;
 use crate::mcp::BoxFuture;
@@ -25,13 +25,14 @@ impl SseConnector {
         config: Arc<BackendConfig>,
         max_message_bytes: usize,
         forwarded: Forwarded,
+        client: HttpClient,
     ) -> Self {
         let headers = base_headers(&config, &forwarded);
         SseConnector {
             config,
             max_message_bytes,
             headers,
-            client: http_client(),
+            client,
         }
     }
 }

@@ -73,13 +73,14 @@ impl StreamableHttpConnector {
         config: Arc<BackendConfig>,
         max_message_bytes: usize,
         forwarded: Forwarded,
+        client: HttpClient,
     ) -> Self {
         let headers = base_headers(&config, &forwarded);
         StreamableHttpConnector {
             config,
             max_message_bytes,
             headers,
-            client: http_client(),
+            client,
         }
     }
 }

@@ -61,6 +61,7 @@ impl Connector for WebSocketConnector {
                 .map_err(|e| format!("connect {host}:{port}: {e}"))?;
             let _ = stream.set_nodelay(true);
             let config = WebSocketConfig::default()
+                .read_buffer_size(crate::frontend::WS_READ_BUFFER_BYTES)
                 .max_message_size(Some(max))
                 .max_frame_size(Some(max));
             let (socket, _) =

@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 pub(crate) use body::ResponseBody;
 use body::full;
+pub(crate) use websocket::WS_READ_BUFFER_BYTES;
 
 use crate::config::Config;
 use crate::mcp::McpHandler;

@@ -29,6 +29,7 @@ use tower::util::BoxCloneSyncService;
 
 pub use session::ProxySession;
 
+use crate::backend::HttpPool;
 use crate::config::{BackendConfig, Config};
 use crate::mcp::{ClientTransport, McpHandler, Outbox, Session};
 use crate::telemetry::Telemetry;
@@ -47,6 +48,8 @@ pub(crate) struct GatewayInner {
     pub(crate) backends: Vec<Arc<BackendConfig>>,
     pub(crate) telemetry: Telemetry,
     in_flight: InFlightLimitLayer,
+    /// Connections to HTTP backends, shared by every session.
+    pub(crate) http_pool: HttpPool,
     /// Backends with `shared: true`, started by the first session that needs them.
     pub(crate) shared: Vec<std::sync::OnceLock<Arc<shared::SharedBackend>>>,
 }
@@ -67,6 +70,7 @@ impl Gateway {
                 backends,
                 telemetry,
                 in_flight,
+                http_pool: HttpPool::new(),
                 shared,
             }),
         }
@@ -83,6 +87,7 @@ impl GatewayInner {
                     &self.backends[index],
                     self.config.limits.max_message_bytes,
                     &self.telemetry,
+                    &self.http_pool,
                 )
             })
             .clone()

@@ -497,6 +497,7 @@ impl ProxySession {
                         config.clone(),
                         self.gateway.config.limits.max_message_bytes,
                         forwarded.clone(),
+                        &self.gateway.http_pool,
                     );
                     BackendClient::start(
                         i,

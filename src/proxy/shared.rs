@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, Weak};
 use mcp_gateway_layers::jsonrpc::Message;
 use tokio::sync::{OnceCell, mpsc};
 
-use crate::backend::{BackendClient, BackendEvent, Forwarded, connector};
+use crate::backend::{BackendClient, BackendEvent, Forwarded, HttpPool, connector};
 use crate::config::BackendConfig;
 use crate::lock;
 use crate::telemetry::Telemetry;
@@ -31,12 +31,18 @@ impl SharedBackend {
         config: &Arc<BackendConfig>,
         max_message_bytes: usize,
         telemetry: &Telemetry,
+        pool: &HttpPool,
     ) -> Arc<SharedBackend> {
         let (events, rx) = mpsc::channel(256);
         let client = BackendClient::start(
             index,
             config,
-            connector(config.clone(), max_message_bytes, Forwarded::default()),
+            connector(
+                config.clone(),
+                max_message_bytes,
+                Forwarded::default(),
+                pool,
+            ),
             events,
             telemetry.backends.clone(),
         );

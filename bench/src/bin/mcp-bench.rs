@@ -3,6 +3,7 @@
 //! requests (from /proc) and the gateway's peak RSS.
 //!
 //! mcp-bench [--quick] [--gateway PATH] [--seconds S] [--rounds R] [--observability on|off]
+//!           [--idle N] [--only http-http|http-stdio|sse-stdio|ws-stdio|idle]
 //!
 //! `--quick` is the CI smoke run: a second per run, one concurrency, one payload.
 
@@ -112,6 +113,95 @@ fn start(
     Ok((child, found))
 }
 
+/// A local OTLP/HTTP receiver: answers every export with 200 and counts the requests, so the
+/// "observability on" runs pay for span export as they would in production.
+fn otlp_receiver() -> Result<(String, std::sync::Arc<std::sync::atomic::AtomicU64>), Error> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let exports = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = exports.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let counted = counted.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 16 * 1024];
+                loop {
+                    // One request: headers, then content-length bytes of body.
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + length {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..head_end + length);
+                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+                    if stream.write_all(answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok((format!("http://{addr}"), exports))
+}
+
+/// Opens `count` idle sessions over `transport` and reads the gateway's resident memory.
+fn idle_rss(
+    load: &Path,
+    url: &str,
+    transport: &str,
+    count: usize,
+    gateway: u32,
+) -> Result<f64, Error> {
+    let mut child = Command::new(load)
+        .args([
+            "--url",
+            url,
+            "--transport",
+            transport,
+            "--idle",
+            &count.to_string(),
+        ])
+        .args(["--seconds", "600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+    let opened = lines
+        .next()
+        .ok_or("mcp-load ended before its sessions were open")??;
+    std::thread::sleep(Duration::from_secs(1));
+    let rss = std::fs::read_to_string(format!("/proc/{gateway}/status"))?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0;
+    eprintln!("{opened}");
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(rss)
+}
+
 struct Run<'a> {
     load: &'a Path,
     url: String,
@@ -120,6 +210,8 @@ struct Run<'a> {
     concurrency: usize,
     payload: usize,
     seconds: f64,
+    /// Direct-to-stdio runs: the backend command line.
+    command: Option<&'a str>,
 }
 
 fn load(run: &Run<'_>) -> Result<Value, Error> {
@@ -144,6 +236,7 @@ fn load(run: &Run<'_>) -> Result<Value, Error> {
             "--seconds",
             &run.seconds.to_string(),
         ])
+        .args(run.command.iter().flat_map(|c| ["--command", c]))
         .output()?;
     if !out.status.success() {
         return Err(format!("mcp-load failed: {}", String::from_utf8_lossy(&out.stderr)).into());
@@ -180,84 +273,113 @@ fn main() -> Result<(), Error> {
         &logs.join("echo.log"),
         |l| l.strip_prefix("mcp-echo listening on ").map(str::to_owned),
     )?;
+    // Observability on: a JSON log line per request (info) to a file, spans sampled at 1% and
+    // exported to a local OTLP receiver. Off: warnings only, nothing sampled. Metrics are always on.
+    let observability = get("--observability").unwrap_or_else(|| "on".to_owned());
+    let tracing = if observability == "off" {
+        "tracing: {sampling_ratio: 0.0}\n".to_owned()
+    } else {
+        let (endpoint, _exports) = otlp_receiver()?;
+        format!("tracing: {{sampling_ratio: 0.01, otlp: {{endpoint: '{endpoint}'}}}}\n")
+    };
     let config = format!(
-        "backends:\n  - {{namespace: http, transport: streamable_http, url: '{echo_url}'}}\n  - {{namespace: stdio, transport: stdio, command: '{}', args: [stdio]}}\n",
+        "{tracing}limits: {{max_connections: 30000, max_connections_per_ip: 30000}}\nbackends:\n  - {{namespace: http, transport: streamable_http, url: '{echo_url}'}}\n  - {{namespace: stdio, transport: stdio, command: '{}', args: [stdio]}}\n",
         echo.display()
     );
     std::fs::write(logs.join("gateway.yaml"), config)?;
-    let mut gateway_cmd = Command::new(&gateway_exe);
-    // Observability on: a JSON log line per request (info). Off: warnings only. Metrics are always on.
-    let observability = get("--observability").unwrap_or_else(|| "on".to_owned());
-    gateway_cmd.env(
-        "MCP_GATEWAY_LOG",
-        // "off" keeps the gateway's own startup and session lines (target mcp_gateway), not
-        // the per-request events (target mcp_gateway_layers).
-        if observability == "off" {
-            "warn,mcp_gateway=info"
-        } else {
-            "info"
-        },
-    );
-    gateway_cmd.args([
-        "--config",
-        logs.join("gateway.yaml").to_str().ok_or("path")?,
-        "--listen",
-        "127.0.0.1:0",
-        "--metrics-listen",
-        "127.0.0.1:0",
-    ]);
-    let (mut gateway, listen) = start(&mut gateway_cmd, &logs.join("gateway.log"), |l| {
-        let v: Value = serde_json::from_str(l).ok()?;
-        (v["msg"] == "mcp-gateway serving /mcp, /sse and /ws")
-            .then(|| v["listen"].as_str().map(str::to_owned))
-            .flatten()
-    })?;
+    let start_gateway = |log: &str| {
+        let mut gateway_cmd = Command::new(&gateway_exe);
+        gateway_cmd.env(
+            "MCP_GATEWAY_LOG",
+            // "off" keeps the gateway's own startup and session lines (target mcp_gateway), not
+            // the per-request events (target mcp_gateway_layers).
+            if observability == "off" {
+                "warn,mcp_gateway=info"
+            } else {
+                "info"
+            },
+        );
+        gateway_cmd
+            .args(["--config"])
+            .arg(logs.join("gateway.yaml"))
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"]);
+        start(&mut gateway_cmd, &logs.join(log), |l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            (v["msg"] == "mcp-gateway serving /mcp, /sse and /ws")
+                .then(|| v["listen"].as_str().map(str::to_owned))
+                .flatten()
+        })
+    };
+    let stop = |mut child: Child| {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+    };
+    let (gateway, listen) = start_gateway("gateway.log")?;
+    let echo_stdio = format!("{} stdio", echo.display());
 
     let payloads: &[usize] = if quick { &[64] } else { &[64, 4096] };
     let concurrencies: &[usize] = if quick { &[4] } else { &[1, 16, 64] };
-    // (scenario, transport, url, tool, measured direct too)
+    // (scenario, transport, url, tool, how the backend is reached directly)
+    // `--only KEY` runs one scenario: http-http, http-stdio, sse-stdio, ws-stdio or idle.
+    let only = get("--only");
+    let keys = ["http-http", "http-stdio", "sse-stdio", "ws-stdio"];
     let scenarios = [
         (
             "Streamable HTTP → HTTP backend",
             "http",
             format!("http://{listen}/mcp"),
             "http__echo",
-            true,
+            "http",
         ),
         (
             "Streamable HTTP → stdio backend",
             "http",
             format!("http://{listen}/mcp"),
             "stdio__echo",
-            false,
+            "stdio",
+        ),
+        (
+            "Legacy SSE → stdio backend",
+            "sse",
+            format!("http://{listen}/sse"),
+            "stdio__echo",
+            "stdio",
         ),
         (
             "WebSocket → stdio backend",
             "ws",
             format!("ws://{listen}/ws"),
             "stdio__echo",
-            false,
+            "stdio",
         ),
     ];
     println!(
         "| scenario | payload | concurrency | direct req/s | gateway req/s | ratio | gateway p50 / p99 µs | gateway CPU s per 1k | backend CPU s per 1k |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for (name, transport, url, tool, direct) in &scenarios {
+    let chosen = scenarios
+        .iter()
+        .zip(keys)
+        .filter(|(_, key)| only.as_deref().is_none_or(|o| o == *key))
+        .map(|(scenario, _)| scenario);
+    for (name, transport, url, tool, direct) in chosen {
         for &payload in payloads {
             for &concurrency in concurrencies {
                 let mut direct_rps = Vec::new();
                 let mut gateway_runs = Vec::new();
                 for _ in 0..rounds {
-                    if *direct {
+                    {
                         let run = Run {
                             load: &load_exe,
                             url: echo_url.clone(),
-                            transport,
+                            transport: direct,
                             tool: "echo",
                             concurrency,
                             payload,
                             seconds,
+                            command: (*direct == "stdio").then_some(echo_stdio.as_str()),
                         };
                         let result = load(&run)?;
                         eprintln!(
@@ -268,7 +390,7 @@ fn main() -> Result<(), Error> {
                     }
                     let echo_pid = echo_http.id();
                     let backend_cpu = || {
-                        if *direct {
+                        if *direct == "http" {
                             cpu_seconds(echo_pid)
                         } else {
                             children_cpu_seconds(gateway.id())
@@ -283,6 +405,7 @@ fn main() -> Result<(), Error> {
                         concurrency,
                         payload,
                         seconds,
+                        command: None,
                     };
                     let result = load(&run)?;
                     let requests = result["requests"].as_f64().unwrap_or(0.0).max(1.0);
@@ -315,16 +438,8 @@ fn main() -> Result<(), Error> {
                             .total_cmp(&(b.0["rps"].as_f64().unwrap_or(0.0) - gateway_rps).abs())
                     })
                     .ok_or("no run")?;
-                let direct_cell = if *direct {
-                    format!("{:.0}", median(direct_rps.clone()))
-                } else {
-                    "—".to_owned()
-                };
-                let ratio = if *direct {
-                    format!("{:.0}%", gateway_rps / median(direct_rps).max(1.0) * 100.0)
-                } else {
-                    "—".to_owned()
-                };
+                let direct_cell = format!("{:.0} ({direct})", median(direct_rps.clone()));
+                let ratio = format!("{:.0}%", gateway_rps / median(direct_rps).max(1.0) * 100.0);
                 println!(
                     "| {name} | {payload} B | {concurrency} | {direct_cell} | {gateway_rps:.0} | {ratio} | {} / {} | {:.3} | {:.3} |",
                     middle.0["p50_us"], middle.0["p99_us"], middle.1, middle.2
@@ -333,10 +448,24 @@ fn main() -> Result<(), Error> {
         }
     }
     println!("\ngateway peak RSS: {:.1} MiB", peak_rss_mib(gateway.id()));
-    let _ = Command::new("kill")
-        .args(["-TERM", &gateway.id().to_string()])
-        .status();
-    let _ = gateway.wait();
+    stop(gateway);
+    // Idle sessions, each on a fresh gateway (per-session backends on the HTTP echo).
+    let idle: usize = get("--idle").map_or(if quick { 100 } else { 10_000 }, |s| {
+        s.parse().unwrap_or(10_000)
+    });
+    let idle_runs = if only.as_deref().is_none_or(|o| o == "idle") {
+        &[("http", "mcp"), ("ws", "ws")][..]
+    } else {
+        &[]
+    };
+    for &(transport, path) in idle_runs {
+        let (gateway, listen) = start_gateway("gateway-idle.log")?;
+        let scheme = if transport == "ws" { "ws" } else { "http" };
+        let url = format!("{scheme}://{listen}/{path}");
+        let rss = idle_rss(&load_exe, &url, transport, idle, gateway.id())?;
+        println!("gateway RSS with {idle} idle {transport} sessions: {rss:.1} MiB");
+        stop(gateway);
+    }
     let _ = echo_http.kill();
     let _ = echo_http.wait();
     let _ = std::fs::remove_dir_all(&logs);

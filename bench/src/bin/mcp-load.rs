@@ -3,10 +3,12 @@
 //! requests. Every answer is checked (id and echoed payload); the result is one JSON line with
 //! req/s and latency percentiles from an HDR histogram. Transports: `http` (Streamable HTTP,
 //! JSON answers), `http-sse` (Streamable HTTP, SSE answers), `ws` (WebSocket), `sse` (legacy
-//! HTTP+SSE: POSTs to the endpoint the stream names, answers on the stream).
+//! HTTP+SSE: POSTs to the endpoint the stream names, answers on the stream), `stdio` (the
+//! backend itself, one process per session, `--command "PATH ARGS"`: direct-to-stdio runs).
 //!
-//! mcp-load --url URL --transport http|http-sse|ws|sse --tool NAME [--concurrency C] [--sessions S]
-//!          [--payload B] [--seconds D | --requests N]
+//! mcp-load --url URL --transport http|http-sse|ws|sse|stdio --tool NAME [--concurrency C]
+//!          [--sessions S] [--payload B] [--seconds D | --requests N] [--command CMD]
+//! mcp-load --url URL --transport http|ws --idle N --seconds D   (open N sessions, hold them)
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +39,10 @@ struct Options {
     payload_json: String,
     seconds: f64,
     requests: Option<u64>,
+    /// `--transport stdio`: the backend command line, one process per session.
+    command: Option<String>,
+    /// Open this many sessions, report, and hold them idle for `seconds`.
+    idle: Option<usize>,
 }
 
 fn options() -> Result<Options, Error> {
@@ -49,7 +55,10 @@ fn options() -> Result<Options, Error> {
     };
     let num = |name: &str, default: u64| get(name).map_or(Ok(default), |v| v.parse::<u64>());
     Ok(Options {
-        url: get("--url").ok_or("--url is required")?.parse()?,
+        // Direct-to-stdio runs have no URL.
+        url: get("--url")
+            .unwrap_or_else(|| "http://127.0.0.1/".to_owned())
+            .parse()?,
         transport: get("--transport").unwrap_or_else(|| "http".to_owned()),
 
         tool_json: serde_json::to_string(&get("--tool").unwrap_or_else(|| "echo".to_owned()))?,
@@ -59,6 +68,8 @@ fn options() -> Result<Options, Error> {
         payload_json: serde_json::to_string(&"x".repeat(num("--payload", 64)? as usize))?,
         seconds: get("--seconds").map_or(Ok(5.0), |v| v.parse::<f64>())?,
         requests: get("--requests").map(|v| v.parse()).transpose()?,
+        command: get("--command"),
+        idle: get("--idle").map(|v| v.parse()).transpose()?,
     })
 }
 
@@ -199,13 +210,13 @@ async fn http_session(url: &http::Uri) -> Result<HttpSession, Error> {
     Ok(HttpSession { session })
 }
 
-/// A WebSocket session shared by several workers: answers are matched to requests by id.
-struct WsSession {
+/// A WebSocket or stdio session shared by several workers: answers are matched to requests by id.
+struct Multiplexed {
     out: mpsc::Sender<String>,
     waiting: Arc<Mutex<HashMap<u64, oneshot::Sender<Bytes>>>>,
 }
 
-async fn ws_session(url: &http::Uri) -> Result<WsSession, Error> {
+async fn ws_session(url: &http::Uri) -> Result<Multiplexed, Error> {
     let mut request = url.to_string().into_client_request()?;
     request.headers_mut().insert(
         "sec-websocket-protocol",
@@ -242,7 +253,7 @@ async fn ws_session(url: &http::Uri) -> Result<WsSession, Error> {
             }
         }
     });
-    let session = WsSession { out, waiting };
+    let session = Multiplexed { out, waiting };
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "mcp-load", "version": "1"}}});
     session.request(0, init.to_string()).await?;
     session
@@ -252,7 +263,90 @@ async fn ws_session(url: &http::Uri) -> Result<WsSession, Error> {
     Ok(session)
 }
 
-impl WsSession {
+/// A session with a backend process of its own, spoken to directly over its stdin and stdout.
+async fn stdio_session(command: &str) -> Result<Multiplexed, Error> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut words = command.split_whitespace();
+    let program = words.next().ok_or("--command is empty")?;
+    let mut child = tokio::process::Command::new(program)
+        .args(words)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err("the backend's pipes are missing".into());
+    };
+    let waiting: Arc<Mutex<HashMap<u64, oneshot::Sender<Bytes>>>> = Arc::default();
+    let (out, mut outgoing) = mpsc::channel::<String>(1024);
+    tokio::spawn(async move {
+        let mut batch = Vec::new();
+        while let Some(first) = outgoing.recv().await {
+            // What is queued goes in one write, as the gateway writes to its stdio backends.
+            batch.clear();
+            batch.extend_from_slice(first.as_bytes());
+            batch.push(b'\n');
+            while let Ok(more) = outgoing.try_recv() {
+                batch.extend_from_slice(more.as_bytes());
+                batch.push(b'\n');
+            }
+            if stdin.write_all(&batch).await.is_err() {
+                break;
+            }
+        }
+        drop(stdin);
+        let _ = child.wait().await;
+    });
+    let readers = waiting.clone();
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::with_capacity(1 << 16, stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let id = serde_json::from_str::<Value>(&line)
+                .ok()
+                .and_then(|v| v["id"].as_u64());
+            if let Some(waiter) = id.and_then(|id| readers.lock().unwrap().remove(&id)) {
+                let _ = waiter.send(Bytes::from(line));
+            }
+        }
+    });
+    let session = Multiplexed { out, waiting };
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "mcp-load", "version": "1"}}});
+    session.request(0, init.to_string()).await?;
+    session
+        .out
+        .send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string())
+        .await?;
+    Ok(session)
+}
+
+/// Opens `count` sessions (16 at a time), says so on stdout, and holds them for `seconds`.
+async fn hold_idle(opts: &Options, count: usize) -> Result<(), Error> {
+    let mut held: Vec<Multiplexed> = Vec::new();
+    let mut opened = 0;
+    while opened < count {
+        let batch = (count - opened).min(16);
+        let sessions = futures_util::future::join_all((0..batch).map(|_| async {
+            match opts.transport.as_str() {
+                "ws" => ws_session(&opts.url).await.map(Some),
+                _ => http_session(&opts.url).await.map(|_| None),
+            }
+        }))
+        .await;
+        for session in sessions {
+            held.extend(session?);
+        }
+        opened += batch;
+    }
+    println!(
+        "{}",
+        json!({"transport": opts.transport, "idle_sessions": opened})
+    );
+    tokio::time::sleep(Duration::from_secs_f64(opts.seconds)).await;
+    drop(held);
+    Ok(())
+}
+
+impl Multiplexed {
     async fn request(&self, id: u64, body: String) -> Result<Bytes, Error> {
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().unwrap().insert(id, tx);
@@ -354,15 +448,20 @@ async fn main() -> Result<(), Error> {
     let next_id = Arc::new(AtomicU64::new(1));
     let errors = Arc::new(AtomicU64::new(0));
     let issued = Arc::new(AtomicU64::new(0));
-    let ws_sessions: Vec<Arc<WsSession>> = if opts.transport == "ws" {
-        let mut sessions = Vec::new();
-        for _ in 0..opts.sessions {
-            sessions.push(Arc::new(ws_session(&opts.url).await?));
+    if let Some(count) = opts.idle {
+        return hold_idle(&opts, count).await;
+    }
+    let mut ws_sessions: Vec<Arc<Multiplexed>> = Vec::new();
+    for _ in 0..opts.sessions {
+        match opts.transport.as_str() {
+            "ws" => ws_sessions.push(Arc::new(ws_session(&opts.url).await?)),
+            "stdio" => {
+                let command = opts.command.as_deref().ok_or("stdio needs --command")?;
+                ws_sessions.push(Arc::new(stdio_session(command).await?));
+            }
+            _ => {}
         }
-        sessions
-    } else {
-        Vec::new()
-    };
+    }
     let mut sse_sessions: Vec<Arc<SseSession>> = Vec::new();
     if opts.transport == "sse" {
         for _ in 0..opts.sessions {

@@ -55,6 +55,13 @@ fn the_harness_runs_every_scenario_both_ways() {
         assert!(r["result"]["requests"].as_u64().unwrap() > 0, "{r}");
     }
     assert!(table.contains("gateway peak RSS:"), "{table}");
+    // Observability on: sampled spans reached the local OTLP receiver.
+    let exports: u64 = table
+        .lines()
+        .find_map(|l| l.strip_prefix("OTLP export requests received: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(exports > 0, "{table}");
     for transport in ["http", "ws"] {
         assert!(
             table.contains(&format!("idle {transport} sessions:")),

@@ -79,22 +79,15 @@ pub fn connector(
     forwarded: Forwarded,
     pool: &HttpPool,
 ) -> Arc<dyn Connector> {
+    let http = |config| {
+        streamable_http::HttpTarget::new(config, max_message_bytes, &forwarded, pool.0.clone())
+    };
     match config.transport {
         BackendTransport::Stdio => Arc::new(stdio::StdioConnector::new(config, max_message_bytes)),
         BackendTransport::StreamableHttp => {
-            Arc::new(streamable_http::StreamableHttpConnector::new(
-                config,
-                max_message_bytes,
-                forwarded,
-                pool.0.clone(),
-            ))
+            Arc::new(streamable_http::StreamableHttpConnector(http(config)))
         }
-        BackendTransport::Sse => Arc::new(sse::SseConnector::new(
-            config,
-            max_message_bytes,
-            forwarded,
-            pool.0.clone(),
-        )),
+        BackendTransport::Sse => Arc::new(sse::SseConnector(http(config))),
         BackendTransport::Websocket => Arc::new(websocket::WebSocketConnector::new(
             config,
             max_message_bytes,

@@ -1,41 +1,16 @@
 //! Legacy HTTP+SSE backends: a GET stream whose first event names the URL to POST messages to.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request};
+use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use mcp_gateway_layers::sse::SseParser;
 use tokio::sync::mpsc;
 
-use super::streamable_http::{HttpClient, base_headers, trace_headers};
-use super::{Connector, Forwarded, Inbound, Pipe, inbound};
-use crate::config::BackendConfig;
+use super::streamable_http::{HttpTarget, trace_headers};
+use super::{Connector, Inbound, Pipe, inbound};
 use crate::mcp::BoxFuture;
 
-pub(super) struct SseConnector {
-    config: Arc<BackendConfig>,
-    max_message_bytes: usize,
-    headers: HeaderMap,
-    client: HttpClient,
-}
-
-impl SseConnector {
-    pub(super) fn new(
-        config: Arc<BackendConfig>,
-        max_message_bytes: usize,
-        forwarded: Forwarded,
-        client: HttpClient,
-    ) -> Self {
-        let headers = base_headers(&config, &forwarded);
-        SseConnector {
-            config,
-            max_message_bytes,
-            headers,
-            client,
-        }
-    }
-}
+pub(super) struct SseConnector(pub(super) HttpTarget);
 
 /// Resolves the `endpoint` event's data against the stream's URL.
 fn resolve(base: &http::Uri, endpoint: &str) -> Option<http::Uri> {
@@ -54,11 +29,11 @@ fn resolve(base: &http::Uri, endpoint: &str) -> Option<http::Uri> {
 
 impl Connector for SseConnector {
     fn connect(&self) -> BoxFuture<Result<Pipe, String>> {
-        let client = self.client.clone();
-        let headers = self.headers.clone();
-        let url = self.config.url.clone().unwrap_or_default();
-        let max = self.max_message_bytes;
-        let namespace = self.config.namespace.clone();
+        let client = self.0.client.clone();
+        let headers = self.0.headers.clone();
+        let url = self.0.config.url.clone().unwrap_or_default();
+        let max = self.0.max_message_bytes;
+        let namespace = self.0.config.namespace.clone();
         Box::pin(async move {
             let base: http::Uri = url.parse().map_err(|e| format!("invalid url: {e}"))?;
             let mut req = Request::builder()

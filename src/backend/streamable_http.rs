@@ -61,29 +61,32 @@ pub(super) fn trace_headers(msg: &Message, headers: &mut HeaderMap) {
     }
 }
 
-pub(super) struct StreamableHttpConnector {
-    config: Arc<BackendConfig>,
-    max_message_bytes: usize,
-    headers: HeaderMap,
-    client: HttpClient,
+/// What both HTTP transports need to reach a backend: its configuration, the message size
+/// limit, the headers every request carries, and the gateway's connection pool.
+pub(super) struct HttpTarget {
+    pub(super) config: Arc<BackendConfig>,
+    pub(super) max_message_bytes: usize,
+    pub(super) headers: HeaderMap,
+    pub(super) client: HttpClient,
 }
 
-impl StreamableHttpConnector {
+impl HttpTarget {
     pub(super) fn new(
         config: Arc<BackendConfig>,
         max_message_bytes: usize,
-        forwarded: Forwarded,
+        forwarded: &Forwarded,
         client: HttpClient,
     ) -> Self {
-        let headers = base_headers(&config, &forwarded);
-        StreamableHttpConnector {
+        HttpTarget {
+            headers: base_headers(&config, forwarded),
             config,
             max_message_bytes,
-            headers,
             client,
         }
     }
 }
+
+pub(super) struct StreamableHttpConnector(pub(super) HttpTarget);
 
 #[derive(Default)]
 struct SessionState {
@@ -107,13 +110,13 @@ impl Connector for StreamableHttpConnector {
         let (tx, mut outgoing) = mpsc::channel::<Message>(256);
         let (incoming, rx) = mpsc::channel::<Inbound>(256);
         let link = Link {
-            client: self.client.clone(),
-            url: Arc::from(self.config.url.as_deref().unwrap_or_default()),
-            headers: self.headers.clone(),
+            client: self.0.client.clone(),
+            url: Arc::from(self.0.config.url.as_deref().unwrap_or_default()),
+            headers: self.0.headers.clone(),
             state: Arc::default(),
             incoming,
-            max_message_bytes: self.max_message_bytes,
-            namespace: Arc::from(self.config.namespace.as_str()),
+            max_message_bytes: self.0.max_message_bytes,
+            namespace: Arc::from(self.0.config.namespace.as_str()),
         };
         tokio::spawn(async move {
             let mut get_stream = None;

@@ -63,12 +63,12 @@ fn children_cpu_seconds(parent: u32) -> f64 {
     live + reaped
 }
 
-/// Peak resident set size in MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
+/// A memory size from `/proc/{pid}/status` in MiB: `VmHWM` (peak resident) or `VmRSS` (now).
+fn status_mib(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .unwrap_or(0.0)
         / 1024.0
@@ -190,12 +190,7 @@ fn idle_rss(
         .next()
         .ok_or("mcp-load ended before its sessions were open")??;
     std::thread::sleep(Duration::from_secs(1));
-    let rss = std::fs::read_to_string(format!("/proc/{gateway}/status"))?
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0;
+    let rss = status_mib(gateway, "VmRSS");
     eprintln!("{opened}");
     let _ = child.kill();
     let _ = child.wait();
@@ -276,11 +271,12 @@ fn main() -> Result<(), Error> {
     // Observability on: a JSON log line per request (info) to a file, spans sampled at 1% and
     // exported to a local OTLP receiver. Off: warnings only, nothing sampled. Metrics are always on.
     let observability = get("--observability").unwrap_or_else(|| "on".to_owned());
-    let tracing = if observability == "off" {
-        "tracing: {sampling_ratio: 0.0}\n".to_owned()
-    } else {
-        let (endpoint, _exports) = otlp_receiver()?;
-        format!("tracing: {{sampling_ratio: 0.01, otlp: {{endpoint: '{endpoint}'}}}}\n")
+    let otlp = (observability != "off").then(otlp_receiver).transpose()?;
+    let tracing = match &otlp {
+        None => "tracing: {sampling_ratio: 0.0}\n".to_owned(),
+        Some((endpoint, _)) => {
+            format!("tracing: {{sampling_ratio: 0.01, otlp: {{endpoint: '{endpoint}'}}}}\n")
+        }
     };
     let config = format!(
         "{tracing}limits: {{max_connections: 30000, max_connections_per_ip: 30000}}\nbackends:\n  - {{namespace: http, transport: streamable_http, url: '{echo_url}'}}\n  - {{namespace: stdio, transport: stdio, command: '{}', args: [stdio]}}\n",
@@ -447,7 +443,16 @@ fn main() -> Result<(), Error> {
             }
         }
     }
-    println!("\ngateway peak RSS: {:.1} MiB", peak_rss_mib(gateway.id()));
+    println!(
+        "\ngateway peak RSS: {:.1} MiB",
+        status_mib(gateway.id(), "VmHWM")
+    );
+    if let Some((_, exports)) = &otlp {
+        println!(
+            "OTLP export requests received: {}",
+            exports.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
     stop(gateway);
     // Idle sessions, each on a fresh gateway (per-session backends on the HTTP echo).
     let idle: usize = get("--idle").map_or(if quick { 100 } else { 10_000 }, |s| {

@@ -21,7 +21,7 @@ use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -243,24 +243,11 @@ async fn ws_session(url: &http::Uri) -> Result<Multiplexed, Error> {
     tokio::spawn(async move {
         while let Some(Ok(frame)) = frames.next().await {
             if let Frame::Text(text) = frame {
-                let bytes = Bytes::from(text);
-                let id = serde_json::from_slice::<Value>(&bytes)
-                    .ok()
-                    .and_then(|v| v["id"].as_u64());
-                if let Some(waiter) = id.and_then(|id| readers.lock().unwrap().remove(&id)) {
-                    let _ = waiter.send(bytes);
-                }
+                deliver(&readers, Bytes::from(text));
             }
         }
     });
-    let session = Multiplexed { out, waiting };
-    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "mcp-load", "version": "1"}}});
-    session.request(0, init.to_string()).await?;
-    session
-        .out
-        .send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string())
-        .await?;
-    Ok(session)
+    Multiplexed { out, waiting }.handshake().await
 }
 
 /// A session with a backend process of its own, spoken to directly over its stdin and stdout.
@@ -301,22 +288,10 @@ async fn stdio_session(command: &str) -> Result<Multiplexed, Error> {
     tokio::spawn(async move {
         let mut lines = tokio::io::BufReader::with_capacity(1 << 16, stdout).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            let id = serde_json::from_str::<Value>(&line)
-                .ok()
-                .and_then(|v| v["id"].as_u64());
-            if let Some(waiter) = id.and_then(|id| readers.lock().unwrap().remove(&id)) {
-                let _ = waiter.send(Bytes::from(line));
-            }
+            deliver(&readers, Bytes::from(line));
         }
     });
-    let session = Multiplexed { out, waiting };
-    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "mcp-load", "version": "1"}}});
-    session.request(0, init.to_string()).await?;
-    session
-        .out
-        .send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string())
-        .await?;
-    Ok(session)
+    Multiplexed { out, waiting }.handshake().await
 }
 
 /// Opens `count` sessions (16 at a time), says so on stdout, and holds them for `seconds`.
@@ -346,7 +321,31 @@ async fn hold_idle(opts: &Options, count: usize) -> Result<(), Error> {
     Ok(())
 }
 
+/// Hands an answer to the worker waiting for its id (a typed peek: no `Value` per answer).
+fn deliver(waiting: &Mutex<HashMap<u64, oneshot::Sender<Bytes>>>, answer: Bytes) {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: Option<u64>,
+    }
+    let id = serde_json::from_slice::<Id>(&answer)
+        .ok()
+        .and_then(|m| m.id);
+    if let Some(waiter) = id.and_then(|id| waiting.lock().unwrap().remove(&id)) {
+        let _ = waiter.send(answer);
+    }
+}
+
 impl Multiplexed {
+    /// `initialize`, then `notifications/initialized`.
+    async fn handshake(self) -> Result<Multiplexed, Error> {
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "mcp-load", "version": "1"}}});
+        self.request(0, init.to_string()).await?;
+        self.out
+            .send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string())
+            .await?;
+        Ok(self)
+    }
+
     async fn request(&self, id: u64, body: String) -> Result<Bytes, Error> {
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().unwrap().insert(id, tx);
@@ -393,12 +392,7 @@ async fn sse_session(url: &http::Uri) -> Result<SseSession, Error> {
                     }
                     return;
                 }
-                let id = serde_json::from_str::<Value>(&event.data)
-                    .ok()
-                    .and_then(|v| v["id"].as_u64());
-                if let Some(waiter) = id.and_then(|id| readers.lock().unwrap().remove(&id)) {
-                    let _ = waiter.send(Bytes::from(event.data));
-                }
+                deliver(&readers, Bytes::from(event.data));
             });
             if fed.is_err() {
                 break;

@@ -90,8 +90,9 @@ pub struct RequestContext {
     /// Where messages related to this request go (a Streamable HTTP POST answered as SSE):
     /// progress and server requests made while it runs. `None`: they go to the outbox.
     pub related: Option<mpsc::Sender<Bytes>>,
-    /// The HTTP headers the message came with (the upgrade request's for WebSocket).
-    pub headers: HeaderMap,
+    /// The HTTP headers the message came with (the upgrade request's for WebSocket, shared by
+    /// every message of the connection).
+    pub headers: Arc<HeaderMap>,
     /// The client's address.
     pub client_addr: Option<std::net::SocketAddr>,
     /// The transport's session id (`Mcp-Session-Id`, the SSE `sessionId`, the WebSocket's own).

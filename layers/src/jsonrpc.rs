@@ -187,9 +187,13 @@ struct MetaTrace {
     progress_token: Option<Range<usize>>,
 }
 
-/// A JSON-RPC message: raw bytes and what the gateway peeked from them.
+/// A JSON-RPC message: raw bytes and what the gateway peeked from them. One pointer wide, so
+/// that channels, queues and futures holding messages stay small (an idle session holds several).
 #[derive(Clone, PartialEq, Eq)]
-pub struct Message {
+pub struct Message(Box<Fields>);
+
+#[derive(Clone, PartialEq, Eq)]
+struct Fields {
     raw: Bytes,
     kind: Kind,
     method: McpMethod,
@@ -315,7 +319,7 @@ impl Message {
                 ));
             }
         };
-        let mut msg = Message {
+        let mut msg = Fields {
             raw: Bytes::new(),
             kind,
             method,
@@ -364,76 +368,84 @@ impl Message {
             msg.is_tool_error = peek.is_error == Some(true);
         }
         msg.raw = raw;
-        Ok(msg)
+        Ok(Message(Box::new(msg)))
     }
 
     fn text<'a>(&'a self, t: &'a Text) -> &'a str {
         match t {
             // The span was cut from valid UTF-8 at token boundaries.
-            Text::Span(r) => std::str::from_utf8(&self.raw[r.clone()]).unwrap_or_default(),
+            Text::Span(r) => std::str::from_utf8(&self.0.raw[r.clone()]).unwrap_or_default(),
             Text::Decoded(s) => s,
         }
     }
 
     /// The bytes exactly as they came.
     pub fn raw(&self) -> &Bytes {
-        &self.raw
+        &self.0.raw
+    }
+
+    /// A copy that owns its bytes, for a message kept long: the original may be a slice of a
+    /// connection's read buffer, which it would keep alive whole.
+    pub fn detached(&self) -> Message {
+        let mut fields = self.0.clone();
+        fields.raw = Bytes::copy_from_slice(&self.0.raw);
+        Message(fields)
     }
 
     /// Gives the bytes back.
     pub fn into_raw(self) -> Bytes {
-        self.raw
+        self.0.raw
     }
 
     /// The message's shape.
     pub fn kind(&self) -> Kind {
-        self.kind
+        self.0.kind
     }
 
     /// The method, bounded to the MCP set; [`McpMethod::Other`] for responses.
     pub fn method(&self) -> McpMethod {
-        self.method
+        self.0.method
     }
 
     /// The method's name as sent, for requests and notifications.
     pub fn method_name(&self) -> Option<&str> {
-        self.method_name.as_ref().map(|t| self.text(t))
+        self.0.method_name.as_ref().map(|t| self.text(t))
     }
 
     /// The id's raw JSON (`7`, `"abc"`), absent for notifications and null ids.
     pub fn id_raw(&self) -> Option<&str> {
-        let r = self.id.clone()?;
-        std::str::from_utf8(&self.raw[r]).ok()
+        let r = self.0.id.clone()?;
+        std::str::from_utf8(&self.0.raw[r]).ok()
     }
 
     /// The id's raw JSON as a slice of the message's bytes (no copy).
     pub fn id_bytes(&self) -> Option<Bytes> {
-        Some(self.raw.slice(self.id.clone()?))
+        Some(self.0.raw.slice(self.0.id.clone()?))
     }
 
     /// `params.name` of `tools/call` and `prompts/get`.
     pub fn tool_name(&self) -> Option<&str> {
-        self.tool_name.as_ref().map(|t| self.text(t))
+        self.0.tool_name.as_ref().map(|t| self.text(t))
     }
 
     /// `error.code` of an error response.
     pub fn error_code(&self) -> Option<i64> {
-        self.error_code
+        self.0.error_code
     }
 
     /// Whether a response is a tool result with `isError: true`.
     pub fn is_tool_error(&self) -> bool {
-        self.is_tool_error
+        self.0.is_tool_error
     }
 
     /// `params._meta.traceparent`.
     pub fn meta_traceparent(&self) -> Option<&str> {
-        self.meta.traceparent.as_ref().map(|t| self.text(t))
+        self.0.meta.traceparent.as_ref().map(|t| self.text(t))
     }
 
     /// `params._meta.tracestate`.
     pub fn meta_tracestate(&self) -> Option<&str> {
-        self.meta.tracestate.as_ref().map(|t| self.text(t))
+        self.0.meta.tracestate.as_ref().map(|t| self.text(t))
     }
 
     /// `params.{key}` as raw JSON, when `params` is an object that has it.
@@ -443,30 +455,30 @@ impl Message {
             #[serde(borrow)]
             params: std::collections::HashMap<&'a str, &'a RawValue>,
         }
-        let peek: Params<'_> = serde_json::from_slice(&self.raw).ok()?;
+        let peek: Params<'_> = serde_json::from_slice(&self.0.raw).ok()?;
         peek.params.get(key).map(|v| v.get())
     }
 
     /// `params._meta.progressToken` as raw JSON (`"t1"` or `5`).
     pub fn meta_progress_token(&self) -> Option<&str> {
-        let r = self.meta.progress_token.clone()?;
-        std::str::from_utf8(&self.raw[r]).ok()
+        let r = self.0.meta.progress_token.clone()?;
+        std::str::from_utf8(&self.0.raw[r]).ok()
     }
 
     /// `params._meta.baggage`.
     pub fn meta_baggage(&self) -> Option<&str> {
-        self.meta.baggage.as_ref().map(|t| self.text(t))
+        self.0.meta.baggage.as_ref().map(|t| self.text(t))
     }
 
     /// The class of this message when it is a response that failed, `None` when it succeeded or
     /// is not a response.
     pub fn failure_class(&self, component: Component) -> Option<ErrorClass> {
-        match self.kind {
+        match self.0.kind {
             Kind::Error => Some(ErrorClass::from_jsonrpc_code(
-                self.error_code.unwrap_or(i64::from(code::INTERNAL_ERROR)),
+                self.0.error_code.unwrap_or(i64::from(code::INTERNAL_ERROR)),
                 component,
             )),
-            Kind::Response if self.is_tool_error => Some(ErrorClass::tool_error()),
+            Kind::Response if self.0.is_tool_error => Some(ErrorClass::tool_error()),
             _ => None,
         }
     }
@@ -474,16 +486,16 @@ impl Message {
     /// A copy with the id replaced by `raw_id` (raw JSON: `7` or `"abc"`), every other byte kept.
     /// Messages without an id are returned unchanged.
     pub fn with_id(&self, raw_id: &str) -> Message {
-        let Some(range) = self.id.clone() else {
+        let Some(range) = self.0.id.clone() else {
             return self.clone();
         };
         if !is_id_token(raw_id) {
             return self.clone();
         }
-        let mut out = Vec::with_capacity(self.raw.len() + raw_id.len());
-        out.extend_from_slice(&self.raw[..range.start]);
+        let mut out = Vec::with_capacity(self.0.raw.len() + raw_id.len());
+        out.extend_from_slice(&self.0.raw[..range.start]);
         out.extend_from_slice(raw_id.as_bytes());
-        out.extend_from_slice(&self.raw[range.end..]);
+        out.extend_from_slice(&self.0.raw[range.end..]);
         // Only the id token changed: what was peeked after it moves by the difference in length,
         // nothing needs parsing again.
         let moved = |r: &Range<usize>| {
@@ -497,22 +509,22 @@ impl Message {
             Some(Text::Span(r)) => Some(Text::Span(moved(r))),
             other => other.clone(),
         };
-        Message {
+        Message(Box::new(Fields {
             raw: Bytes::from(out),
-            kind: self.kind,
-            method: self.method,
-            method_name: moved_text(&self.method_name),
+            kind: self.0.kind,
+            method: self.0.method,
+            method_name: moved_text(&self.0.method_name),
             id: Some(range.start..range.start + raw_id.len()),
-            tool_name: moved_text(&self.tool_name),
-            error_code: self.error_code,
-            is_tool_error: self.is_tool_error,
+            tool_name: moved_text(&self.0.tool_name),
+            error_code: self.0.error_code,
+            is_tool_error: self.0.is_tool_error,
             meta: MetaTrace {
-                traceparent: moved_text(&self.meta.traceparent),
-                tracestate: moved_text(&self.meta.tracestate),
-                baggage: moved_text(&self.meta.baggage),
-                progress_token: self.meta.progress_token.as_ref().map(moved),
+                traceparent: moved_text(&self.0.meta.traceparent),
+                tracestate: moved_text(&self.0.meta.tracestate),
+                baggage: moved_text(&self.0.meta.baggage),
+                progress_token: self.0.meta.progress_token.as_ref().map(moved),
             },
-        }
+        }))
     }
 
     /// A copy with `params.{key}` set to the raw JSON `raw_value`, every other byte kept.
@@ -523,7 +535,7 @@ impl Message {
     /// A copy with `params._meta` members set (added or replaced), every other byte kept.
     /// Requests and notifications only; others are returned unchanged.
     pub fn with_meta(&self, members: &[(&str, &str)]) -> Message {
-        if !matches!(self.kind, Kind::Request | Kind::Notification) {
+        if !matches!(self.0.kind, Kind::Request | Kind::Notification) {
             return self.clone();
         }
         self.with_params(&[], members)
@@ -545,7 +557,7 @@ impl Message {
         if params.is_empty() && meta.is_empty() {
             return self.clone();
         }
-        let Ok(text) = std::str::from_utf8(&self.raw) else {
+        let Ok(text) = std::str::from_utf8(&self.0.raw) else {
             return self.clone();
         };
         let meta_set: Vec<(&str, NewValue<'_>)> = meta
@@ -565,7 +577,7 @@ impl Message {
             .chain(meta)
             .map(|(k, v)| k.len() + v.len() + 8)
             .sum();
-        let mut out = Vec::with_capacity(self.raw.len() + extra + 16);
+        let mut out = Vec::with_capacity(self.0.raw.len() + extra + 16);
         write_object(
             &mut out,
             Some(text),
@@ -579,10 +591,10 @@ impl Message {
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Message")
-            .field("kind", &self.kind)
+            .field("kind", &self.0.kind)
             .field("method", &self.method_name())
             .field("id", &self.id_raw())
-            .field("bytes", &self.raw.len())
+            .field("bytes", &self.0.raw.len())
             .finish()
     }
 }

@@ -18,7 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Connector, Inbound, Pipe};
+use super::{Connector, Inbound, Pipe, PipeTx};
 use crate::config::{BackendConfig, BackendTransport};
 use crate::lock;
 
@@ -100,10 +100,10 @@ impl BackendMetrics {
 }
 
 /// Where the connection stands.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum Link {
     Connecting,
-    Up(mpsc::Sender<Message>),
+    Up(PipeTx),
     Down(Arc<str>),
 }
 
@@ -195,7 +195,7 @@ impl BackendClient {
         self.shared.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    async fn sender(&self) -> Result<mpsc::Sender<Message>, GatewayError> {
+    async fn sender(&self) -> Result<PipeTx, GatewayError> {
         let mut link = self.shared.link.subscribe();
         let wait = async {
             loop {
@@ -257,7 +257,7 @@ impl BackendClient {
         let tx = self.sender().await?;
         let outgoing = request.with_id(&id.to_string());
         if request.method_name() == Some("initialize") {
-            lock(&self.shared.handshake).0 = Some(request.clone());
+            lock(&self.shared.handshake).0 = Some(request.detached());
         }
         let (reply_tx, reply_rx) = oneshot::channel();
         lock(&self.shared.pending).insert(id, reply_tx);
@@ -360,7 +360,7 @@ impl Drop for ProgressRoute {
 struct CancelOnDrop<'a> {
     client: &'a BackendClient,
     id: u64,
-    tx: mpsc::Sender<Message>,
+    tx: PipeTx,
     armed: bool,
 }
 

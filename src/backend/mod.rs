@@ -33,12 +33,39 @@ pub enum Inbound {
 
 /// A live connection to a backend: raw messages out, messages in. The connection ends when
 /// `rx` ends; dropping `tx` asks it to end (a stdio process is stopped gracefully).
-#[derive(Debug)]
 pub struct Pipe {
     /// Messages to the backend.
-    pub tx: mpsc::Sender<Message>,
+    pub tx: PipeTx,
     /// Messages from the backend.
     pub rx: mpsc::Receiver<Inbound>,
+}
+
+/// Where messages to a backend go.
+#[derive(Clone)]
+pub enum PipeTx {
+    /// A queue the transport's writer drains (stdio, WebSocket, legacy SSE).
+    Queue(mpsc::Sender<Message>),
+    /// A Streamable HTTP session: each message is POSTed at once, on a task of its own, with no
+    /// queue or writer task in between (an idle session holds neither).
+    Post(Arc<streamable_http::Poster>),
+}
+
+impl PipeTx {
+    /// Sends, waiting while the queue is full; the message comes back when the connection is gone.
+    pub async fn send(&self, msg: Message) -> Result<(), Message> {
+        match self {
+            PipeTx::Queue(tx) => tx.send(msg).await.map_err(|e| e.0),
+            PipeTx::Post(poster) => poster.post(msg),
+        }
+    }
+
+    /// Sends without waiting; the message comes back when the queue is full or the connection gone.
+    pub fn try_send(&self, msg: Message) -> Result<(), Message> {
+        match self {
+            PipeTx::Queue(tx) => tx.try_send(msg).map_err(|e| e.into_inner()),
+            PipeTx::Post(poster) => poster.post(msg),
+        }
+    }
 }
 
 /// Makes connections to one backend.

@@ -7,7 +7,7 @@ use mcp_gateway_layers::sse::SseParser;
 use tokio::sync::mpsc;
 
 use super::streamable_http::{HttpTarget, trace_headers};
-use super::{Connector, Inbound, Pipe, inbound};
+use super::{Connector, Inbound, Pipe, PipeTx, inbound};
 use crate::mcp::BoxFuture;
 
 pub(super) struct SseConnector(pub(super) HttpTarget);
@@ -130,7 +130,10 @@ impl Connector for SseConnector {
                 reader.abort();
                 drop(incoming);
             });
-            Ok(Pipe { tx, rx })
+            Ok(Pipe {
+                tx: PipeTx::Queue(tx),
+                rx,
+            })
         })
     }
 }

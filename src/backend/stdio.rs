@@ -11,7 +11,7 @@ use tokio::process::{Child, Command};
 
 use tokio::sync::{Notify, mpsc};
 
-use super::{Connector, Inbound, Pipe, inbound};
+use super::{Connector, Inbound, Pipe, PipeTx, inbound};
 use crate::config::BackendConfig;
 use crate::mcp::BoxFuture;
 
@@ -186,7 +186,7 @@ fn spawn(config: &BackendConfig, max_line: usize) -> Result<Pipe, String> {
     });
 
     Ok(Pipe {
-        tx: to_child,
+        tx: PipeTx::Queue(to_child),
         rx: from_child,
     })
 }

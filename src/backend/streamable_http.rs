@@ -15,7 +15,7 @@ use mcp_gateway_layers::jsonrpc::{Kind, Message};
 use mcp_gateway_layers::sse::SseParser;
 use tokio::sync::mpsc;
 
-use super::{Connector, Forwarded, Inbound, Pipe, inbound};
+use super::{Connector, Forwarded, Inbound, Pipe, PipeTx, inbound};
 use crate::config::BackendConfig;
 use crate::mcp::{BoxFuture, class_error_response};
 
@@ -90,6 +90,7 @@ pub(super) struct StreamableHttpConnector(pub(super) HttpTarget);
 
 #[derive(Default)]
 struct SessionState {
+    /// A copy, not a slice of the response: a slice would pin the connection's whole read buffer.
     session_id: Option<HeaderValue>,
     protocol_version: Option<HeaderValue>,
 }
@@ -105,9 +106,68 @@ struct Link {
     namespace: Arc<str>,
 }
 
+/// Where the session stands with `notifications/initialized`: the backend must see it before
+/// anything that follows, and the GET stream opens once it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handshake {
+    Pending,
+    Posting,
+    Done,
+}
+
+/// The sending side of one backend session: every message is POSTed on a task of its own, so
+/// that a slow answer never holds up the others. Dropping it ends the session (DELETE).
+pub struct Poster {
+    link: Link,
+    handshake: tokio::sync::watch::Sender<Handshake>,
+}
+
+impl Poster {
+    pub(super) fn post(&self, msg: Message) -> Result<(), Message> {
+        if self.link.incoming.is_closed() {
+            return Err(msg);
+        }
+        let link = self.link.clone();
+        if msg.method_name() == Some("notifications/initialized")
+            && *self.handshake.borrow() == Handshake::Pending
+        {
+            self.handshake.send_replace(Handshake::Posting);
+            let handshake = self.handshake.clone();
+            tokio::spawn(async move {
+                link.post(msg).await;
+                handshake.send_replace(Handshake::Done);
+                // The GET stream lives as long as the pipe does.
+                tokio::select! {
+                    () = link.listen() => {}
+                    () = link.incoming.closed() => {}
+                }
+            });
+            return Ok(());
+        }
+        if *self.handshake.borrow() == Handshake::Posting {
+            let mut handshake = self.handshake.subscribe();
+            tokio::spawn(async move {
+                let _ = handshake.wait_for(|h| *h == Handshake::Done).await;
+                link.post(msg).await
+            });
+        } else {
+            tokio::spawn(async move { link.post(msg).await });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Poster {
+    fn drop(&mut self) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let link = self.link.clone();
+            runtime.spawn(async move { link.delete().await });
+        }
+    }
+}
+
 impl Connector for StreamableHttpConnector {
     fn connect(&self) -> BoxFuture<Result<Pipe, String>> {
-        let (tx, mut outgoing) = mpsc::channel::<Message>(256);
         let (incoming, rx) = mpsc::channel::<Inbound>(256);
         let link = Link {
             client: self.0.client.clone(),
@@ -118,27 +178,10 @@ impl Connector for StreamableHttpConnector {
             max_message_bytes: self.0.max_message_bytes,
             namespace: Arc::from(self.0.config.namespace.as_str()),
         };
-        tokio::spawn(async move {
-            let mut get_stream = None;
-            while let Some(msg) = outgoing.recv().await {
-                let opens_stream = msg.method_name() == Some("notifications/initialized");
-                let poster = link.clone();
-                // Each POST runs on its own so that a slow answer never holds up the others.
-                let posted = tokio::spawn(async move { poster.post(msg).await });
-                if opens_stream && get_stream.is_none() {
-                    let _ = posted.await;
-                    let listener = link.clone();
-                    get_stream = Some(tokio::spawn(async move { listener.listen().await }));
-                }
-                if link.incoming.is_closed() {
-                    break;
-                }
-            }
-            if let Some(task) = get_stream {
-                task.abort();
-            }
-            link.delete().await;
-        });
+        let tx = PipeTx::Post(Arc::new(Poster {
+            link,
+            handshake: tokio::sync::watch::Sender::new(Handshake::Pending),
+        }));
         Box::pin(async move { Ok(Pipe { tx, rx }) })
     }
 }
@@ -228,7 +271,7 @@ impl Link {
                 self.state
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .session_id = Some(id.clone());
+                    .session_id = HeaderValue::from_bytes(id.as_bytes()).ok();
             }
         }
         let is_sse = resp

@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message as Frame, Utf8Bytes};
 
 use super::streamable_http::base_headers;
-use super::{Connector, Forwarded, Inbound, Pipe, inbound};
+use super::{Connector, Forwarded, Inbound, Pipe, PipeTx, inbound};
 use crate::config::BackendConfig;
 use crate::mcp::BoxFuture;
 
@@ -99,7 +99,10 @@ impl Connector for WebSocketConnector {
                     }
                 }
             });
-            Ok(Pipe { tx, rx })
+            Ok(Pipe {
+                tx: PipeTx::Queue(tx),
+                rx,
+            })
         })
     }
 }

@@ -215,7 +215,7 @@ pub(crate) fn context(
             .get::<mcp_gateway_layers::parts::ClientAddr>()
             .map(|a| a.0),
         session_id: session_id.map(Arc::from),
-        headers: parts.headers,
+        headers: Arc::new(parts.headers),
     }
 }
 

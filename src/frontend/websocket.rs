@@ -26,6 +26,18 @@ use super::body::{ResponseBody, full};
 use super::{Frontend, client_error};
 use crate::mcp::{ClientTransport, Outbox, RequestContext};
 
+/// A copy of `headers` whose values own their bytes.
+fn owned_headers(headers: &http::HeaderMap) -> http::HeaderMap {
+    let mut owned = http::HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
+            copy.set_sensitive(value.is_sensitive());
+            owned.append(name.clone(), copy);
+        }
+    }
+    owned
+}
+
 fn header_has(headers: &http::HeaderMap, name: http::HeaderName, token: &str) -> bool {
     headers.get_all(name).iter().any(|v| {
         v.to_str()
@@ -63,7 +75,9 @@ impl Frontend {
             return self.refused(&class, "the WebSocket subprotocol must be mcp", started);
         }
         let accept = derive_accept_key(key.as_bytes());
-        let upgrade_headers = req.headers().clone();
+        // Copied, not cloned: a clone's values are slices of the connection's read buffer and would
+        // keep all of it for as long as the WebSocket lives.
+        let upgrade_headers = Arc::new(owned_headers(req.headers()));
         let on_upgrade = hyper::upgrade::on(&mut req);
         let frontend = self.clone();
         // The WebSocket keeps the connection's place under the limit for as long as it lives.
@@ -104,7 +118,7 @@ impl Frontend {
     async fn run_websocket(
         self: Arc<Self>,
         io: TokioIo<hyper::upgrade::Upgraded>,
-        headers: http::HeaderMap,
+        headers: Arc<http::HeaderMap>,
         peer: SocketAddr,
     ) {
         let max = self.config.limits.max_message_bytes;

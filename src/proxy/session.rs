@@ -976,7 +976,7 @@ impl Session for ProxySession {
                     if let Some(related) = ctx.related {
                         req.extensions.insert(Related(related));
                     }
-                    req.extensions.insert(RequestHeaders(Arc::new(ctx.headers)));
+                    req.extensions.insert(RequestHeaders(ctx.headers));
                     if let Some(addr) = ctx.client_addr {
                         req.extensions.insert(ClientAddr(addr));
                     }

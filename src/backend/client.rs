@@ -2,7 +2,7 @@
 //! timeouts, and a supervisor that restarts or reconnects.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use super::{Connector, Inbound, Pipe, PipeTx};
 use crate::config::{BackendConfig, BackendTransport};
@@ -33,6 +33,18 @@ pub enum BackendEvent {
     /// Acknowledge once every earlier event has been passed on: an answer that arrived after
     /// them waits for it, so that it never overtakes them on the client's stream.
     Barrier(oneshot::Sender<()>),
+}
+
+/// Where a backend's own messages go: hands out the queue's sender, `None` once nobody listens.
+/// A session makes its queue when first asked, so that an idle session holds no queue and no task.
+pub type EventTarget = Arc<dyn Fn() -> Option<mpsc::Sender<BackendEvent>> + Send + Sync>;
+
+/// Queues an event; dropped when nobody listens any more.
+async fn send_event(events: &EventTarget, event: BackendEvent) -> bool {
+    match events() {
+        Some(queue) => queue.send(event).await.is_ok(),
+        None => false,
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -118,7 +130,7 @@ struct Shared {
     pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     next_id: AtomicU64,
     /// Events sent to the session since the last answer was released.
-    events_pending: std::sync::atomic::AtomicBool,
+    events_pending: AtomicBool,
     /// Progress tokens of calls in flight → the stream their progress goes to. Routed here, in
     /// arrival order, so that progress never overtakes the answer it precedes.
     progress: Mutex<HashMap<String, ProgressTarget>>,
@@ -126,13 +138,47 @@ struct Shared {
     /// after a restart so the new process is in the same state.
     handshake: Mutex<(Option<Message>, bool)>,
     metrics: BackendMetrics,
+    /// Set once the backend is to stop; `stop` wakes the supervisor.
+    stopping: AtomicBool,
+    stop: Notify,
+}
+
+impl Shared {
+    fn request_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.stop.notify_waiters();
+    }
+
+    /// Resolves once the backend is to stop.
+    async fn stopped(&self) {
+        loop {
+            let notified = self.stop.notified();
+            tokio::pin!(notified);
+            // Registered before the flag is read, so a stop in between is not missed.
+            notified.as_mut().enable();
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Stops the backend when the last handle to it goes.
+struct StopOnDrop(Arc<Shared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.request_stop();
+    }
 }
 
 /// A supervised connection to one backend, for one session (or shared by all).
 #[derive(Clone)]
 pub struct BackendClient {
     shared: Arc<Shared>,
-    stop: Arc<watch::Sender<bool>>,
+    /// Held, not read: the last handle to go stops the backend.
+    _stop: Arc<StopOnDrop>,
 }
 
 impl std::fmt::Debug for BackendClient {
@@ -154,7 +200,7 @@ impl BackendClient {
         index: usize,
         config: &BackendConfig,
         connector: Arc<dyn Connector>,
-        events: mpsc::Sender<BackendEvent>,
+        events: EventTarget,
         metrics: BackendMetrics,
     ) -> BackendClient {
         let (link, _) = watch::channel(Link::Connecting);
@@ -167,21 +213,22 @@ impl BackendClient {
             pending: Mutex::default(),
             next_id: AtomicU64::new(1),
             progress: Mutex::default(),
-            events_pending: std::sync::atomic::AtomicBool::new(false),
+            events_pending: AtomicBool::new(false),
             handshake: Mutex::default(),
             metrics,
+            stopping: AtomicBool::new(false),
+            stop: Notify::new(),
         });
-        let (stop, stopped) = watch::channel(false);
+
         tokio::spawn(supervise(
             shared.clone(),
             connector,
             events,
             config.restart.clone(),
-            stopped,
         ));
         BackendClient {
+            _stop: Arc::new(StopOnDrop(shared.clone())),
             shared,
-            stop: Arc::new(stop),
         }
     }
 
@@ -332,7 +379,7 @@ impl BackendClient {
 
     /// Stops the backend: a stdio process gets stdin closed, then SIGTERM, then SIGKILL.
     pub fn stop(&self) {
-        let _ = self.stop.send(true);
+        self.shared.request_stop();
     }
 }
 
@@ -392,7 +439,7 @@ fn fail_pending(shared: &Shared, why: &str) {
 }
 
 /// Delivers one message from the backend: answers to their calls, the rest to the session.
-async fn deliver(shared: &Shared, events: &mpsc::Sender<BackendEvent>, inbound: Inbound) {
+async fn deliver(shared: &Shared, events: &EventTarget, inbound: Inbound) {
     match inbound {
         Inbound::Message(msg) => match msg.kind() {
             Kind::Response | Kind::Error => {
@@ -404,7 +451,7 @@ async fn deliver(shared: &Shared, events: &mpsc::Sender<BackendEvent>, inbound: 
                     Some(waiter) => {
                         if shared.events_pending.swap(false, Ordering::SeqCst) {
                             let (passed, acked) = oneshot::channel();
-                            if events.send(BackendEvent::Barrier(passed)).await.is_ok() {
+                            if send_event(events, BackendEvent::Barrier(passed)).await {
                                 let _ = acked.await;
                             }
                         }
@@ -417,7 +464,7 @@ async fn deliver(shared: &Shared, events: &mpsc::Sender<BackendEvent>, inbound: 
             }
             Kind::Request => {
                 shared.events_pending.store(true, Ordering::SeqCst);
-                let _ = events.send(BackendEvent::Request(shared.index, msg)).await;
+                send_event(events, BackendEvent::Request(shared.index, msg)).await;
             }
             Kind::Notification => {
                 let stream = match msg.method() {
@@ -436,9 +483,7 @@ async fn deliver(shared: &Shared, events: &mpsc::Sender<BackendEvent>, inbound: 
                     }
                     None => {
                         shared.events_pending.store(true, Ordering::SeqCst);
-                        let _ = events
-                            .send(BackendEvent::Notification(shared.index, msg))
-                            .await;
+                        send_event(events, BackendEvent::Notification(shared.index, msg)).await;
                     }
                 }
             }
@@ -461,7 +506,7 @@ async fn deliver(shared: &Shared, events: &mpsc::Sender<BackendEvent>, inbound: 
 async fn replay_handshake(
     shared: &Shared,
     pipe: &mut Pipe,
-    events: &mpsc::Sender<BackendEvent>,
+    events: &EventTarget,
 ) -> Result<(), String> {
     let (initialize, initialized) = lock(&shared.handshake).clone();
     let Some(initialize) = initialize else {
@@ -504,9 +549,8 @@ async fn replay_handshake(
 async fn supervise(
     shared: Arc<Shared>,
     connector: Arc<dyn Connector>,
-    events: mpsc::Sender<BackendEvent>,
+    events: EventTarget,
     restart: crate::config::RestartConfig,
-    mut stopped: watch::Receiver<bool>,
 ) {
     let labels = BackendNameLabels {
         backend: shared.namespace.clone(),
@@ -516,19 +560,20 @@ async fn supervise(
     let mut backoff = Duration::from_millis(restart.backoff_initial_ms);
     let mut first = true;
     loop {
-        if *stopped.borrow() {
+        if shared.stopping.load(Ordering::SeqCst) {
             break;
         }
         let connected = tokio::select! {
             c = connector.connect() => c,
-            _ = stopped.changed() => break,
+                        () = shared.stopped() => break,
         };
         match connected {
             Ok(mut pipe) => {
                 let replayed = if first {
                     Ok(())
                 } else {
-                    replay_handshake(&shared, &mut pipe, &events).await
+                    // Boxed: a rare path should not widen every idle supervisor's task.
+                    Box::pin(replay_handshake(&shared, &mut pipe, &events)).await
                 };
                 match replayed {
                     Ok(()) => {
@@ -554,7 +599,7 @@ async fn supervise(
                                     Some(inbound) => deliver(&shared, &events, inbound).await,
                                     None => break false,
                                 },
-                                _ = stopped.changed() => break true,
+                                                                () = shared.stopped() => break true,
                             }
                         };
                         shared.metrics.up.get_or_create(&labels).dec();
@@ -608,8 +653,8 @@ async fn supervise(
         }
         let jittered = backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
         tokio::select! {
-            () = tokio::time::sleep(jittered) => {}
-            _ = stopped.changed() => break,
+                        () = Box::pin(tokio::time::sleep(jittered)) => {}
+                        () = shared.stopped() => break,
         }
         backoff = (backoff * 2).min(Duration::from_millis(restart.backoff_max_ms));
         if first {

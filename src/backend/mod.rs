@@ -16,7 +16,7 @@ use bytes::Bytes;
 use mcp_gateway_layers::jsonrpc::Message;
 use tokio::sync::mpsc;
 
-pub use client::{BackendClient, BackendEvent, BackendMetrics, ProgressRoute};
+pub use client::{BackendClient, BackendEvent, BackendMetrics, EventTarget, ProgressRoute};
 pub use stdio::wait_for_children;
 
 use crate::config::{BackendConfig, BackendTransport};
@@ -28,7 +28,7 @@ pub enum Inbound {
     /// A JSON-RPC message.
     Message(Message),
     /// Something that is not one (logged and counted as a backend protocol error).
-    Garbage(String),
+    Garbage(Box<str>),
 }
 
 /// A live connection to a backend: raw messages out, messages in. The connection ends when
@@ -111,9 +111,9 @@ pub fn connector(
     };
     match config.transport {
         BackendTransport::Stdio => Arc::new(stdio::StdioConnector::new(config, max_message_bytes)),
-        BackendTransport::StreamableHttp => {
-            Arc::new(streamable_http::StreamableHttpConnector(http(config)))
-        }
+        BackendTransport::StreamableHttp => Arc::new(streamable_http::StreamableHttpConnector(
+            Arc::new(http(config)),
+        )),
         BackendTransport::Sse => Arc::new(sse::SseConnector(http(config))),
         BackendTransport::Websocket => Arc::new(websocket::WebSocketConnector::new(
             config,
@@ -127,6 +127,6 @@ pub fn connector(
 fn inbound(raw: Bytes) -> Inbound {
     match Message::parse(raw) {
         Ok(msg) => Inbound::Message(msg),
-        Err(e) => Inbound::Garbage(e.to_string()),
+        Err(e) => Inbound::Garbage(e.to_string().into()),
     }
 }

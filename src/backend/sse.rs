@@ -85,7 +85,9 @@ impl Connector for SseConnector {
                     };
                     let mut events = Vec::new();
                     if let Err(e) = parser.feed(data, &mut |e| events.push(e)) {
-                        let _ = reader_incoming.send(Inbound::Garbage(e.to_string())).await;
+                        let _ = reader_incoming
+                            .send(Inbound::Garbage(e.to_string().into()))
+                            .await;
                         break;
                     }
                     for event in events

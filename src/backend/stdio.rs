@@ -97,9 +97,9 @@ fn spawn(config: &BackendConfig, max_line: usize) -> Result<Pipe, String> {
                 Ok(LineRead::Eof) => break,
                 Ok(LineRead::TooLong) => {
                     if incoming
-                        .send(Inbound::Garbage(format!(
-                            "a line longer than {max_line} bytes"
-                        )))
+                        .send(Inbound::Garbage(
+                            format!("a line longer than {max_line} bytes").into(),
+                        ))
                         .await
                         .is_err()
                     {

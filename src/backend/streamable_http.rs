@@ -86,30 +86,36 @@ impl HttpTarget {
     }
 }
 
-pub(super) struct StreamableHttpConnector(pub(super) HttpTarget);
+pub(super) struct StreamableHttpConnector(pub(super) Arc<HttpTarget>);
 
 #[derive(Default)]
 struct SessionState {
+    handshake: Handshake,
     /// A copy, not a slice of the response: a slice would pin the connection's whole read buffer.
     session_id: Option<HeaderValue>,
     protocol_version: Option<HeaderValue>,
 }
 
+/// One backend session as its requests see it; cloned into every POST, so it is a few pointers.
 #[derive(Clone)]
 struct Link {
-    client: HttpClient,
-    url: Arc<str>,
-    headers: HeaderMap,
-    state: Arc<Mutex<SessionState>>,
+    target: Arc<HttpTarget>,
+    session: Arc<BackendSession>,
     incoming: mpsc::Sender<Inbound>,
-    max_message_bytes: usize,
-    namespace: Arc<str>,
+}
+
+#[derive(Default)]
+struct BackendSession {
+    state: Mutex<SessionState>,
+    /// Wakes the messages that wait for `notifications/initialized` to be accepted.
+    initialized: tokio::sync::Notify,
 }
 
 /// Where the session stands with `notifications/initialized`: the backend must see it before
 /// anything that follows, and the GET stream opens once it has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Handshake {
+    #[default]
     Pending,
     Posting,
     Done,
@@ -119,7 +125,6 @@ enum Handshake {
 /// that a slow answer never holds up the others. Dropping it ends the session (DELETE).
 pub struct Poster {
     link: Link,
-    handshake: tokio::sync::watch::Sender<Handshake>,
 }
 
 impl Poster {
@@ -128,14 +133,20 @@ impl Poster {
             return Err(msg);
         }
         let link = self.link.clone();
-        if msg.method_name() == Some("notifications/initialized")
-            && *self.handshake.borrow() == Handshake::Pending
-        {
-            self.handshake.send_replace(Handshake::Posting);
-            let handshake = self.handshake.clone();
+        let phase = {
+            let mut state = link.lock_state();
+            let phase = state.handshake;
+            if phase == Handshake::Pending && msg.method_name() == Some("notifications/initialized")
+            {
+                state.handshake = Handshake::Posting;
+            }
+            phase
+        };
+        if phase == Handshake::Pending && msg.method_name() == Some("notifications/initialized") {
             tokio::spawn(async move {
                 link.post(msg).await;
-                handshake.send_replace(Handshake::Done);
+                link.lock_state().handshake = Handshake::Done;
+                link.session.initialized.notify_waiters();
                 // The GET stream lives as long as the pipe does.
                 tokio::select! {
                     () = link.listen() => {}
@@ -144,10 +155,9 @@ impl Poster {
             });
             return Ok(());
         }
-        if *self.handshake.borrow() == Handshake::Posting {
-            let mut handshake = self.handshake.subscribe();
+        if phase == Handshake::Posting {
             tokio::spawn(async move {
-                let _ = handshake.wait_for(|h| *h == Handshake::Done).await;
+                link.handshake_done().await;
                 link.post(msg).await
             });
         } else {
@@ -170,28 +180,43 @@ impl Connector for StreamableHttpConnector {
     fn connect(&self) -> BoxFuture<Result<Pipe, String>> {
         let (incoming, rx) = mpsc::channel::<Inbound>(256);
         let link = Link {
-            client: self.0.client.clone(),
-            url: Arc::from(self.0.config.url.as_deref().unwrap_or_default()),
-            headers: self.0.headers.clone(),
-            state: Arc::default(),
+            target: self.0.clone(),
+            session: Arc::default(),
             incoming,
-            max_message_bytes: self.0.max_message_bytes,
-            namespace: Arc::from(self.0.config.namespace.as_str()),
         };
-        let tx = PipeTx::Post(Arc::new(Poster {
-            link,
-            handshake: tokio::sync::watch::Sender::new(Handshake::Pending),
-        }));
+        let tx = PipeTx::Post(Arc::new(Poster { link }));
         Box::pin(async move { Ok(Pipe { tx, rx }) })
     }
 }
 
 impl Link {
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, SessionState> {
+        self.session.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Resolves once the backend has accepted `notifications/initialized`.
+    async fn handshake_done(&self) {
+        loop {
+            let notified = self.session.initialized.notified();
+            tokio::pin!(notified);
+            // Registered before the phase is read, so a wake-up in between is not missed.
+            notified.as_mut().enable();
+            if self.lock_state().handshake == Handshake::Done {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     fn request(&self, method: Method) -> http::request::Builder {
-        let mut req = Request::builder().method(method).uri(&*self.url);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(self.target.config.url.as_deref().unwrap_or_default());
         if let Some(headers) = req.headers_mut() {
-            headers.extend(self.headers.clone());
-            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            for (name, value) in &self.target.headers {
+                headers.insert(name, value.clone());
+            }
+            let state = self.session.state.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(id) = &state.session_id {
                 headers.insert("mcp-session-id", id.clone());
             }
@@ -204,7 +229,7 @@ impl Link {
 
     /// The answer to a request that failed before the backend could answer it.
     async fn fail(&self, msg: &Message, class: ErrorClass, why: &str) {
-        tracing::warn!(backend = %self.namespace, error_type = class.error_type.as_str(), reason = why, "backend HTTP request failed");
+        tracing::warn!(backend = %self.target.config.namespace, error_type = class.error_type.as_str(), reason = why, "backend HTTP request failed");
         if msg.kind() == Kind::Request {
             let answer = class_error_response(msg.id_raw(), &class, why, None);
             let _ = self.incoming.send(Inbound::Message(answer)).await;
@@ -232,7 +257,7 @@ impl Link {
                 )
                 .await;
         };
-        let resp = match self.client.request(req).await {
+        let resp = match self.target.client.request(req).await {
             Ok(resp) => resp,
             Err(e) => {
                 return self
@@ -243,13 +268,14 @@ impl Link {
         let status = resp.status();
         if status == StatusCode::NOT_FOUND
             && self
+                .session
                 .state
                 .lock()
                 .map(|s| s.session_id.is_some())
                 .unwrap_or(false)
         {
             // The backend forgot our session: end the pipe; the supervisor reconnects and re-initializes.
-            tracing::warn!(backend = %self.namespace, "backend session expired");
+            tracing::warn!(backend = %self.target.config.namespace, "backend session expired");
             self.fail(
                 &msg,
                 ErrorClass::new(
@@ -268,7 +294,8 @@ impl Link {
         }
         if msg.method_name() == Some("initialize") {
             if let Some(id) = resp.headers().get("mcp-session-id") {
-                self.state
+                self.session
+                    .state
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .session_id = HeaderValue::from_bytes(id.as_bytes()).ok();
@@ -286,7 +313,7 @@ impl Link {
         if is_sse {
             self.read_events(resp.into_body(), is_initialize).await;
         } else {
-            match http_body_util::Limited::new(resp.into_body(), self.max_message_bytes)
+            match http_body_util::Limited::new(resp.into_body(), self.target.max_message_bytes)
                 .collect()
                 .await
             {
@@ -314,7 +341,8 @@ impl Link {
                     .as_str()
                     .and_then(|v| HeaderValue::from_str(v).ok())
                 {
-                    self.state
+                    self.session
+                        .state
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .protocol_version = Some(version);
@@ -325,7 +353,7 @@ impl Link {
     }
 
     async fn read_events(&self, mut body: hyper::body::Incoming, is_initialize: bool) {
-        let mut parser = SseParser::new(self.max_message_bytes);
+        let mut parser = SseParser::new(self.target.max_message_bytes);
         while let Some(frame) = body.frame().await {
             let Ok(frame) = frame else { break };
             let Some(data) = frame.data_ref() else {
@@ -333,7 +361,10 @@ impl Link {
             };
             let mut events = Vec::new();
             if let Err(e) = parser.feed(data, &mut |event| events.push(event)) {
-                let _ = self.incoming.send(Inbound::Garbage(e.to_string())).await;
+                let _ = self
+                    .incoming
+                    .send(Inbound::Garbage(e.to_string().into()))
+                    .await;
                 break;
             }
             for event in events {
@@ -351,21 +382,22 @@ impl Link {
             .header(http::header::ACCEPT, "text/event-stream")
             .body(Full::default());
         let Ok(req) = req else { return };
-        match self.client.request(req).await {
+        match self.target.client.request(req).await {
             Ok(resp) if resp.status().is_success() => {
                 self.read_events(resp.into_body(), false).await
             }
             Ok(resp) => {
-                tracing::debug!(backend = %self.namespace, status = %resp.status(), "backend offers no GET stream")
+                tracing::debug!(backend = %self.target.config.namespace, status = %resp.status(), "backend offers no GET stream")
             }
             Err(e) => {
-                tracing::debug!(backend = %self.namespace, error = %e, "backend GET stream failed")
+                tracing::debug!(backend = %self.target.config.namespace, error = %e, "backend GET stream failed")
             }
         }
     }
 
     async fn delete(&self) {
         if self
+            .session
             .state
             .lock()
             .map(|s| s.session_id.is_none())
@@ -374,9 +406,11 @@ impl Link {
             return;
         }
         if let Ok(req) = self.request(Method::DELETE).body(Full::default()) {
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_secs(2), self.client.request(req))
-                    .await;
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                self.target.client.request(req),
+            )
+            .await;
         }
     }
 }

@@ -86,7 +86,7 @@ impl Connector for WebSocketConnector {
                 while let Some(frame) = stream.next().await {
                     let next = match frame {
                         Ok(Frame::Text(text)) => inbound(Bytes::from(text)),
-                        Ok(Frame::Binary(_)) => Inbound::Garbage("a binary frame".to_owned()),
+                        Ok(Frame::Binary(_)) => Inbound::Garbage("a binary frame".into()),
                         Ok(Frame::Close(_)) => break,
                         Ok(_) => continue,
                         Err(e) => {

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use mcp_gateway_layers::classify::ErrorType;
 use mcp_gateway_layers::jsonrpc::Message;
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Message as Frame, Utf8Bytes};
 
 /// The read buffer of each WebSocket connection (larger messages still arrive, in more reads).
-pub(crate) const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
+pub(crate) const WS_READ_BUFFER_BYTES: usize = 2 * 1024;
 
 use super::body::{ResponseBody, full};
 use super::{Frontend, client_error};
@@ -36,6 +36,20 @@ fn owned_headers(headers: &http::HeaderMap) -> http::HeaderMap {
         }
     }
     owned
+}
+
+/// Asks the writer to send a Close frame (once).
+fn send_close(
+    close: &mut Option<oneshot::Sender<CloseFrame>>,
+    code: CloseCode,
+    reason: &'static str,
+) {
+    if let Some(close) = close.take() {
+        let _ = close.send(CloseFrame {
+            code,
+            reason: reason.into(),
+        });
+    }
 }
 
 fn header_has(headers: &http::HeaderMap, name: http::HeaderName, token: &str) -> bool {
@@ -137,7 +151,9 @@ impl Frontend {
         let session_id: Arc<str> = Arc::from(super::streamable_http::new_session_id());
         tracing::info!(client_addr = %peer, transport = "websocket", "session opened");
         let (mut sink, mut stream) = socket.split();
-        let (close_tx, mut close_rx) = mpsc::channel::<CloseFrame>(1);
+        // One close, so a oneshot: a queue's first block would cost 1.3 KiB per connection.
+        let (close_tx, mut close_rx) = oneshot::channel::<CloseFrame>();
+        let mut close_tx = Some(close_tx);
         let ping_every = Duration::from_secs(self.config.websocket.ping_interval_secs.max(1));
         let writer = tokio::spawn(async move {
             let mut ping = tokio::time::interval(ping_every);
@@ -153,8 +169,8 @@ impl Frontend {
                         }
                         None => break,
                     },
-                    close = close_rx.recv() => {
-                        let _ = sink.send(Frame::Close(close)).await;
+                    close = &mut close_rx => {
+                        let _ = sink.send(Frame::Close(close.ok())).await;
                         break;
                     }
                     _ = ping.tick() => {
@@ -175,7 +191,7 @@ impl Frontend {
                 // The flag only ever turns on, so any change means: close.
                 _ = closing.changed() => {
                     we_closed = true;
-                    let _ = close_tx.send(CloseFrame { code: CloseCode::Away, reason: "the gateway is stopping".into() }).await;
+                    send_close(&mut close_tx, CloseCode::Away, "the gateway is stopping");
                     break;
                 }
             };
@@ -188,12 +204,7 @@ impl Frontend {
                 Ok(None) => break,
                 Err(_) => {
                     we_closed = true;
-                    let _ = close_tx
-                        .send(CloseFrame {
-                            code: CloseCode::Away,
-                            reason: "idle timeout".into(),
-                        })
-                        .await;
+                    send_close(&mut close_tx, CloseCode::Away, "idle timeout");
                     break;
                 }
             };
@@ -231,12 +242,7 @@ impl Frontend {
                 Frame::Binary(_) => {
                     let reason = "binary frames are not MCP messages";
                     we_closed = true;
-                    let _ = close_tx
-                        .send(CloseFrame {
-                            code: CloseCode::Unsupported,
-                            reason: reason.into(),
-                        })
-                        .await;
+                    send_close(&mut close_tx, CloseCode::Unsupported, reason);
                     break;
                 }
                 Frame::Close(_) => break,

@@ -29,7 +29,7 @@ use tower::util::BoxCloneSyncService;
 
 pub use session::ProxySession;
 
-use crate::backend::HttpPool;
+use crate::backend::{Connector, Forwarded, HttpPool, connector};
 use crate::config::{BackendConfig, Config};
 use crate::mcp::{ClientTransport, McpHandler, Outbox, Session};
 use crate::telemetry::Telemetry;
@@ -50,6 +50,9 @@ pub(crate) struct GatewayInner {
     in_flight: InFlightLimitLayer,
     /// Connections to HTTP backends, shared by every session.
     pub(crate) http_pool: HttpPool,
+    /// One connector per backend for sessions that forward no credentials (connectors hold no
+    /// state of their own, so sessions need not each build one).
+    pub(crate) connectors: Vec<Arc<dyn Connector>>,
     /// Backends with `shared: true`, started by the first session that needs them.
     pub(crate) shared: Vec<std::sync::OnceLock<Arc<shared::SharedBackend>>>,
 }
@@ -64,13 +67,26 @@ impl Gateway {
             .iter()
             .map(|_| std::sync::OnceLock::new())
             .collect();
+        let http_pool = HttpPool::new();
+        let connectors = backends
+            .iter()
+            .map(|b| {
+                connector(
+                    b.clone(),
+                    config.limits.max_message_bytes,
+                    Forwarded::default(),
+                    &http_pool,
+                )
+            })
+            .collect();
         Gateway {
             inner: Arc::new(GatewayInner {
                 config,
                 backends,
                 telemetry,
                 in_flight,
-                http_pool: HttpPool::new(),
+                http_pool,
+                connectors,
                 shared,
             }),
         }

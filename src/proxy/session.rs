@@ -24,7 +24,7 @@ use tower::{Service, ServiceExt};
 
 use super::names::{Names, decode_cursor, encode_cursor};
 use super::{GatewayInner, MessageStack};
-use crate::backend::{BackendClient, BackendEvent, Forwarded, connector};
+use crate::backend::{BackendClient, BackendEvent, EventTarget, Forwarded, connector};
 use crate::lock;
 use crate::mcp::{
     BoxFuture, ClientTransport, Outbox, RequestContext, Session, class_error_response,
@@ -44,6 +44,22 @@ struct Route(usize, String);
 /// The server capabilities the gateway can route across backends.
 const ROUTED_CAPABILITIES: [&str; 5] = ["tools", "prompts", "resources", "logging", "completions"];
 
+/// The routed capabilities `caps` declares, as bits in [`ROUTED_CAPABILITIES`] order.
+fn capability_bits(caps: &Value) -> u8 {
+    ROUTED_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(_, name)| caps.get(**name).is_some())
+        .fold(0, |bits, (i, _)| bits | 1 << i)
+}
+
+/// Whether a backend's capability bits include `capability`.
+fn declares(bits: Option<u8>, capability: &str) -> bool {
+    let position = ROUTED_CAPABILITIES.iter().position(|c| *c == capability);
+    bits.zip(position)
+        .is_some_and(|(bits, i)| bits & (1 << i) != 0)
+}
+
 fn json_string(s: &str) -> String {
     Value::from(s).to_string()
 }
@@ -58,8 +74,9 @@ fn routing_error(error_type: ErrorType, code: i32, message: String) -> GatewayEr
 #[derive(Default)]
 struct State {
     backends: Vec<BackendClient>,
-    /// Each backend's `capabilities` from its `initialize` answer (`None`: it did not answer).
-    capabilities: Vec<Option<Value>>,
+    /// Which of the routed capabilities each backend declared in its `initialize` answer, as
+    /// bits in [`ROUTED_CAPABILITIES`] order (`None`: it did not answer).
+    capabilities: Vec<Option<u8>>,
     initialized: bool,
     names: Names,
     resource_owner: HashMap<String, usize>,
@@ -80,7 +97,8 @@ pub struct ProxySession {
     outbox: Outbox,
     stack: MessageStack,
     state: Mutex<State>,
-    events: Mutex<Option<mpsc::Sender<BackendEvent>>>,
+    events: Mutex<Events>,
+    this: Weak<ProxySession>,
     next_server_request: AtomicU64,
     closed: AtomicBool,
     counted: Mutex<Option<SessionGuard>>,
@@ -102,6 +120,14 @@ impl Rewrite<'_> {
         params: &[],
         tool: None,
     };
+}
+
+/// The session's queue for its backends' own messages (requests and notifications).
+enum Events {
+    /// None came yet: an idle session holds no queue and no task to drain one.
+    Unopened,
+    Open(mpsc::Sender<BackendEvent>),
+    Closed,
 }
 
 static NEXT_SESSION_KEY: AtomicU64 = AtomicU64::new(1);
@@ -228,23 +254,36 @@ impl ProxySession {
         transport: ClientTransport,
         outbox: Outbox,
     ) -> Arc<ProxySession> {
-        let (events_tx, events_rx) = mpsc::channel(256);
         let counted = gateway.telemetry.session_opened(transport);
-        let session = Arc::new_cyclic(|weak: &Weak<ProxySession>| ProxySession {
+        Arc::new_cyclic(|weak: &Weak<ProxySession>| ProxySession {
             stack: gateway.stack(Router {
                 session: weak.clone(),
             }),
             gateway: gateway.clone(),
             outbox,
             state: Mutex::default(),
-            events: Mutex::new(Some(events_tx)),
+            events: Mutex::new(Events::Unopened),
+            this: weak.clone(),
             next_server_request: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             counted: Mutex::new(Some(counted)),
             key: NEXT_SESSION_KEY.fetch_add(1, Ordering::Relaxed),
-        });
-        tokio::spawn(dispatch_events(Arc::downgrade(&session), events_rx));
-        session
+        })
+    }
+
+    /// The queue for backends' own messages, made with the task that drains it on first use.
+    fn event_sender(&self) -> Option<mpsc::Sender<BackendEvent>> {
+        let mut events = lock(&self.events);
+        match &*events {
+            Events::Open(queue) => Some(queue.clone()),
+            Events::Closed => None,
+            Events::Unopened => {
+                let (queue, rx) = mpsc::channel(256);
+                tokio::spawn(dispatch_events(self.this.clone(), rx));
+                *events = Events::Open(queue.clone());
+                Some(queue)
+            }
+        }
     }
 
     fn namespaces(&self) -> Vec<Namespace> {
@@ -467,13 +506,15 @@ impl ProxySession {
                 })
                 .flatten(),
         };
+        let this = self.this.clone();
+        let events: EventTarget = Arc::new(move || this.upgrade()?.event_sender());
         let clients = {
-            let Some(events) = lock(&self.events).clone() else {
+            if matches!(*lock(&self.events), Events::Closed) {
                 return Err(GatewayError::new(
                     ErrorClass::new(ErrorType::Canceled, Component::Client),
                     "session closed",
                 ));
-            };
+            }
             let mut state = lock(&self.state);
             if !state.backends.is_empty() {
                 return Err(GatewayError::new(
@@ -490,15 +531,21 @@ impl ProxySession {
                 .map(|(i, config)| {
                     if config.shared {
                         let shared = self.gateway.shared_backend(i);
-                        shared.subscribe(self.key, events.clone());
+                        if let Some(queue) = self.event_sender() {
+                            shared.subscribe(self.key, queue);
+                        }
                         return shared.client.clone();
                     }
-                    let connector = connector(
-                        config.clone(),
-                        self.gateway.config.limits.max_message_bytes,
-                        forwarded.clone(),
-                        &self.gateway.http_pool,
-                    );
+                    let connector = if forwarded.authorization.is_none() {
+                        self.gateway.connectors[i].clone()
+                    } else {
+                        connector(
+                            config.clone(),
+                            self.gateway.config.limits.max_message_bytes,
+                            forwarded.clone(),
+                            &self.gateway.http_pool,
+                        )
+                    };
                     BackendClient::start(
                         i,
                         config,
@@ -557,7 +604,7 @@ impl ProxySession {
                     );
                 }
             }
-            per_backend.push(caps);
+            per_backend.push(caps.as_ref().map(capability_bits));
         }
         capabilities.entry("tools").or_insert_with(|| json!({}));
         {
@@ -593,10 +640,7 @@ impl ProxySession {
                 .collect(),
             None => {
                 let state = lock(&self.state);
-                let has = |caps: &Option<Value>| {
-                    caps.as_ref()
-                        .is_some_and(|c| c.get(kind.capability()).is_some())
-                };
+                let has = |caps: &Option<u8>| declares(*caps, kind.capability());
                 (0..state.backends.len())
                     .filter(|i| has(&state.capabilities[*i]))
                     .map(|i| (i, None))
@@ -728,11 +772,7 @@ impl ProxySession {
             .map(|(_, i)| *i);
         by_template.or_else(|| {
             let with_resources: Vec<usize> = (0..state.capabilities.len())
-                .filter(|i| {
-                    state.capabilities[*i]
-                        .as_ref()
-                        .is_some_and(|c| c.get("resources").is_some())
-                })
+                .filter(|i| declares(state.capabilities[*i], "resources"))
                 .collect();
             (with_resources.len() == 1).then(|| with_resources[0])
         })
@@ -1021,7 +1061,7 @@ impl Session for ProxySession {
                 None => client.stop(),
             }
         }
-        lock(&self.events).take();
+        *lock(&self.events) = Events::Closed;
         lock(&self.counted).take();
     }
 }

@@ -43,7 +43,7 @@ impl SharedBackend {
                 Forwarded::default(),
                 pool,
             ),
-            events,
+            Arc::new(move || Some(events.clone())),
             telemetry.backends.clone(),
         );
         let shared = Arc::new(SharedBackend {

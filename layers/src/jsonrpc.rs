@@ -205,14 +205,43 @@ struct Fields {
     meta: MetaTrace,
 }
 
+/// A string member, borrowed from the message unless it had escapes. (serde's `borrow` does not
+/// reach through `Option<Cow<str>>`: that type always allocates.)
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Str<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Visit(std::marker::PhantomData))
+    }
+}
+
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow, default)]
-    jsonrpc: Option<Cow<'a, str>>,
+    jsonrpc: Option<Str<'a>>,
     #[serde(borrow, default)]
     id: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    method: Option<Cow<'a, str>>,
+    method: Option<Str<'a>>,
     #[serde(borrow, default)]
     params: Option<&'a RawValue>,
     #[serde(borrow, default)]
@@ -224,7 +253,7 @@ struct Envelope<'a> {
 #[derive(Deserialize)]
 struct ParamsPeek<'a> {
     #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
+    name: Option<Str<'a>>,
     #[serde(borrow, default, rename = "_meta")]
     meta: Option<MetaPeek<'a>>,
 }
@@ -232,11 +261,11 @@ struct ParamsPeek<'a> {
 #[derive(Deserialize)]
 struct MetaPeek<'a> {
     #[serde(borrow, default)]
-    traceparent: Option<Cow<'a, str>>,
+    traceparent: Option<Str<'a>>,
     #[serde(borrow, default)]
-    tracestate: Option<Cow<'a, str>>,
+    tracestate: Option<Str<'a>>,
     #[serde(borrow, default)]
-    baggage: Option<Cow<'a, str>>,
+    baggage: Option<Str<'a>>,
     #[serde(borrow, default, rename = "progressToken")]
     progress_token: Option<&'a RawValue>,
 }
@@ -260,7 +289,7 @@ impl Message {
     /// Peeks a message. The bytes are kept as they are.
     pub fn parse(raw: Bytes) -> Result<Message, PeekError> {
         let base = raw.as_ptr() as usize;
-        let text = |s: Cow<'_, str>| match s {
+        let text = |Str(s): Str<'_>| match s {
             Cow::Borrowed(b) => {
                 let start = b.as_ptr() as usize - base;
                 Text::Span(start..start + b.len())
@@ -288,7 +317,7 @@ impl Message {
                 PeekError::Parse(e.to_string())
             }
         })?;
-        if env.jsonrpc.as_deref() != Some("2.0") {
+        if env.jsonrpc.as_ref().map(|s| &*s.0) != Some("2.0") {
             return Err(PeekError::Invalid("\"jsonrpc\" must be \"2.0\""));
         }
         let id = match env.id {
@@ -309,7 +338,7 @@ impl Message {
                 } else {
                     Kind::Notification
                 };
-                (kind, McpMethod::from_name(&name), Some(text(name)))
+                (kind, McpMethod::from_name(&name.0), Some(text(name)))
             }
             (None, Some(_), None) if id.is_some() => (Kind::Response, McpMethod::Other, None),
             (None, None, Some(_)) => (Kind::Error, McpMethod::Other, None),
@@ -713,11 +742,20 @@ fn is_id_token(raw: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
     use super::*;
     use proptest::prelude::*;
 
     fn parse(s: &str) -> Result<Message, PeekError> {
         Message::parse(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn plain_strings_are_borrowed_and_escaped_ones_decoded() {
+        let plain: Str<'_> = serde_json::from_str(r#""tools/call""#).unwrap();
+        assert!(matches!(plain.0, Cow::Borrowed("tools/call")));
+        let escaped: Str<'_> = serde_json::from_str(r#""a\"b""#).unwrap();
+        assert!(matches!(escaped.0, Cow::Owned(ref s) if s == "a\"b"));
     }
 
     #[test]

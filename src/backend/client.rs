@@ -2,7 +2,7 @@
 //! timeouts, and a supervisor that restarts or reconnects.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-use super::{Connector, Inbound, Pipe, PipeTx};
+use super::{Connector, Inbound, PipeTx};
 use crate::config::{BackendConfig, BackendTransport};
 use crate::lock;
 
@@ -109,6 +109,97 @@ impl BackendMetrics {
         );
         m
     }
+}
+
+/// Where a transport puts what its backend sends. An answer goes straight to its caller when
+/// nothing the backend sent before it is still queued or unacknowledged by the session; the
+/// rest queues for the supervisor, which keeps the order (one task hop fewer per call).
+#[derive(Clone)]
+pub struct Inbox {
+    queue: mpsc::Sender<Inbound>,
+    /// Messages queued and not yet delivered by the supervisor.
+    queued: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+}
+
+impl Inbox {
+    /// Delivers an answer or queues the message; fails once the connection is being dropped.
+    pub async fn send(&self, inbound: Inbound) -> Result<(), mpsc::error::SendError<Inbound>> {
+        let inbound = match inbound {
+            Inbound::Message(msg) => match self.answer_directly(msg) {
+                None => return Ok(()),
+                Some(msg) => Inbound::Message(msg),
+            },
+            garbage => garbage,
+        };
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        self.queue.send(inbound).await.inspect_err(|_| {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+        })
+    }
+
+    /// Whether the supervisor has let go of the connection.
+    pub fn is_closed(&self) -> bool {
+        self.queue.is_closed()
+    }
+
+    /// Resolves when the supervisor lets go of the connection.
+    pub async fn closed(&self) {
+        self.queue.closed().await
+    }
+
+    /// Hands `msg` to the call waiting for it, or gives it back for the queue.
+    fn answer_directly(&self, msg: Message) -> Option<Message> {
+        if !matches!(msg.kind(), Kind::Response | Kind::Error)
+            || self.queued.load(Ordering::SeqCst) > 0
+            || self.shared.events_pending.load(Ordering::SeqCst)
+        {
+            return Some(msg);
+        }
+        let waiter = msg
+            .id_raw()
+            .and_then(|id| id.parse::<u64>().ok())
+            .and_then(|id| lock(&self.shared.pending).remove(&id));
+        match waiter {
+            Some(waiter) => {
+                let _ = waiter.send(Ok(msg));
+                None
+            }
+            None => Some(msg),
+        }
+    }
+}
+
+/// A live connection as the supervisor holds it.
+struct Pipe {
+    tx: PipeTx,
+    rx: mpsc::Receiver<Inbound>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Pipe {
+    /// The next queued message.
+    async fn recv(&mut self) -> Option<Inbound> {
+        self.rx.recv().await
+    }
+
+    /// Marks the last received message as delivered (after its effects are visible).
+    fn delivered(&self) {
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Connects through `connector`, with an inbox that answers calls of `shared`.
+async fn connect(connector: &dyn Connector, shared: &Arc<Shared>) -> Result<Pipe, String> {
+    let (queue, rx) = mpsc::channel(256);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let inbox = Inbox {
+        queue,
+        queued: queued.clone(),
+        shared: shared.clone(),
+    };
+    let tx = connector.connect(inbox).await?;
+    Ok(Pipe { tx, rx, queued })
 }
 
 /// Where the connection stands.
@@ -518,15 +609,17 @@ async fn replay_handshake(
         .await
         .map_err(|_| "closed during the handshake")?;
     let answered = async {
-        while let Some(inbound) = pipe.rx.recv().await {
+        while let Some(inbound) = pipe.recv().await {
             if let Inbound::Message(msg) = &inbound {
                 if matches!(msg.kind(), Kind::Response | Kind::Error)
                     && msg.id_raw() == Some(id.to_string().as_str())
                 {
+                    pipe.delivered();
                     return Ok(());
                 }
             }
             deliver(shared, events, inbound).await;
+            pipe.delivered();
         }
         Err("closed during the handshake")
     };
@@ -564,7 +657,7 @@ async fn supervise(
             break;
         }
         let connected = tokio::select! {
-            c = connector.connect() => c,
+                        c = connect(&*connector, &shared) => c,
                         () = shared.stopped() => break,
         };
         match connected {
@@ -595,8 +688,11 @@ async fn supervise(
                         shared.metrics.up.get_or_create(&labels).inc();
                         let stop_requested = loop {
                             tokio::select! {
-                                next = pipe.rx.recv() => match next {
-                                    Some(inbound) => deliver(&shared, &events, inbound).await,
+                                                                next = pipe.recv() => match next {
+                                    Some(inbound) => {
+                                        deliver(&shared, &events, inbound).await;
+                                        pipe.delivered();
+                                    }
                                     None => break false,
                                 },
                                                                 () = shared.stopped() => break true,

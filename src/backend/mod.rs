@@ -16,7 +16,7 @@ use bytes::Bytes;
 use mcp_gateway_layers::jsonrpc::Message;
 use tokio::sync::mpsc;
 
-pub use client::{BackendClient, BackendEvent, BackendMetrics, EventTarget, ProgressRoute};
+pub use client::{BackendClient, BackendEvent, BackendMetrics, EventTarget, Inbox, ProgressRoute};
 pub use stdio::wait_for_children;
 
 use crate::config::{BackendConfig, BackendTransport};
@@ -29,15 +29,6 @@ pub enum Inbound {
     Message(Message),
     /// Something that is not one (logged and counted as a backend protocol error).
     Garbage(Box<str>),
-}
-
-/// A live connection to a backend: raw messages out, messages in. The connection ends when
-/// `rx` ends; dropping `tx` asks it to end (a stdio process is stopped gracefully).
-pub struct Pipe {
-    /// Messages to the backend.
-    pub tx: PipeTx,
-    /// Messages from the backend.
-    pub rx: mpsc::Receiver<Inbound>,
 }
 
 /// Where messages to a backend go.
@@ -70,8 +61,10 @@ impl PipeTx {
 
 /// Makes connections to one backend.
 pub trait Connector: Send + Sync + 'static {
-    /// Connects (spawns the process, opens the connection).
-    fn connect(&self) -> BoxFuture<Result<Pipe, String>>;
+    /// Connects (spawns the process, opens the connection); what the backend sends goes to
+    /// `inbox`. The connection ends when every clone of `inbox` is gone; dropping the returned
+    /// sender asks it to end (a stdio process is stopped gracefully).
+    fn connect(&self, inbox: Inbox) -> BoxFuture<Result<PipeTx, String>>;
 }
 
 /// What outbound HTTP requests may carry from the client.

@@ -7,7 +7,7 @@ use mcp_gateway_layers::sse::SseParser;
 use tokio::sync::mpsc;
 
 use super::streamable_http::{HttpTarget, trace_headers};
-use super::{Connector, Inbound, Pipe, PipeTx, inbound};
+use super::{Connector, Inbound, Inbox, PipeTx, inbound};
 use crate::mcp::BoxFuture;
 
 pub(super) struct SseConnector(pub(super) HttpTarget);
@@ -28,7 +28,7 @@ fn resolve(base: &http::Uri, endpoint: &str) -> Option<http::Uri> {
 }
 
 impl Connector for SseConnector {
-    fn connect(&self) -> BoxFuture<Result<Pipe, String>> {
+    fn connect(&self, inbox: Inbox) -> BoxFuture<Result<PipeTx, String>> {
         let client = self.0.client.clone();
         let headers = self.0.headers.clone();
         let url = self.0.config.url.clone().unwrap_or_default();
@@ -73,7 +73,7 @@ impl Connector for SseConnector {
                 }
             };
             let (tx, mut outgoing) = mpsc::channel::<mcp_gateway_layers::jsonrpc::Message>(256);
-            let (incoming, rx) = mpsc::channel::<Inbound>(256);
+            let incoming = inbox;
             let reader_incoming = incoming.clone();
             let reader = tokio::spawn(async move {
                 for event in pending_events {
@@ -132,10 +132,7 @@ impl Connector for SseConnector {
                 reader.abort();
                 drop(incoming);
             });
-            Ok(Pipe {
-                tx: PipeTx::Queue(tx),
-                rx,
-            })
+            Ok(PipeTx::Queue(tx))
         })
     }
 }

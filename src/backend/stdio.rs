@@ -11,7 +11,7 @@ use tokio::process::{Child, Command};
 
 use tokio::sync::{Notify, mpsc};
 
-use super::{Connector, Inbound, Pipe, PipeTx, inbound};
+use super::{Connector, Inbound, Inbox, PipeTx, inbound};
 use crate::config::BackendConfig;
 use crate::mcp::BoxFuture;
 
@@ -48,14 +48,14 @@ impl StdioConnector {
 }
 
 impl Connector for StdioConnector {
-    fn connect(&self) -> BoxFuture<Result<Pipe, String>> {
+    fn connect(&self, inbox: Inbox) -> BoxFuture<Result<PipeTx, String>> {
         let config = self.config.clone();
         let max_line = self.max_line;
-        Box::pin(async move { spawn(&config, max_line) })
+        Box::pin(async move { spawn(&config, max_line, inbox) })
     }
 }
 
-fn spawn(config: &BackendConfig, max_line: usize) -> Result<Pipe, String> {
+fn spawn(config: &BackendConfig, max_line: usize, inbox: Inbox) -> Result<PipeTx, String> {
     let program = config.command.as_deref().unwrap_or_default();
     let mut command = Command::new(program);
     command
@@ -83,7 +83,7 @@ fn spawn(config: &BackendConfig, max_line: usize) -> Result<Pipe, String> {
     tracing::info!(backend = %namespace, pid, command = program, "backend process started");
 
     let (to_child, mut outgoing) = mpsc::channel::<mcp_gateway_layers::jsonrpc::Message>(256);
-    let (incoming, from_child) = mpsc::channel::<Inbound>(256);
+    let incoming = inbox;
 
     // stdout has its own task, whatever happens to writes on stdin: a full stdin pipe never
     // stops us reading stdout, so the child can always make progress.
@@ -185,10 +185,7 @@ fn spawn(config: &BackendConfig, max_line: usize) -> Result<Pipe, String> {
         }
     });
 
-    Ok(Pipe {
-        tx: PipeTx::Queue(to_child),
-        rx: from_child,
-    })
+    Ok(PipeTx::Queue(to_child))
 }
 
 /// Counts the child as reaped when its lifecycle task ends (it always waits for the child).

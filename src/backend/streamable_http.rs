@@ -13,11 +13,16 @@ use hyper_util::rt::TokioExecutor;
 use mcp_gateway_layers::classify::{Component, ErrorClass, classify_error};
 use mcp_gateway_layers::jsonrpc::{Kind, Message};
 use mcp_gateway_layers::sse::SseParser;
-use tokio::sync::mpsc;
 
-use super::{Connector, Forwarded, Inbound, Pipe, PipeTx, inbound};
+use super::{Connector, Forwarded, Inbound, Inbox, PipeTx, inbound};
 use crate::config::BackendConfig;
 use crate::mcp::{BoxFuture, class_error_response};
+
+// Named once: a header name made from a string at each request is an allocation and a copy.
+const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 pub(super) type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -52,8 +57,8 @@ pub(super) fn base_headers(config: &BackendConfig, forwarded: &Forwarded) -> Hea
 /// The trace context the gateway wrote into `params._meta`, also as W3C headers.
 pub(super) fn trace_headers(msg: &Message, headers: &mut HeaderMap) {
     for (name, value) in [
-        ("traceparent", msg.meta_traceparent()),
-        ("tracestate", msg.meta_tracestate()),
+        (TRACEPARENT, msg.meta_traceparent()),
+        (TRACESTATE, msg.meta_tracestate()),
     ] {
         if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
             headers.insert(name, value);
@@ -101,7 +106,7 @@ struct SessionState {
 struct Link {
     target: Arc<HttpTarget>,
     session: Arc<BackendSession>,
-    incoming: mpsc::Sender<Inbound>,
+    incoming: Inbox,
 }
 
 #[derive(Default)]
@@ -177,15 +182,14 @@ impl Drop for Poster {
 }
 
 impl Connector for StreamableHttpConnector {
-    fn connect(&self) -> BoxFuture<Result<Pipe, String>> {
-        let (incoming, rx) = mpsc::channel::<Inbound>(256);
+    fn connect(&self, inbox: Inbox) -> BoxFuture<Result<PipeTx, String>> {
         let link = Link {
             target: self.0.clone(),
             session: Arc::default(),
-            incoming,
+            incoming: inbox,
         };
         let tx = PipeTx::Post(Arc::new(Poster { link }));
-        Box::pin(async move { Ok(Pipe { tx, rx }) })
+        Box::pin(async move { Ok(tx) })
     }
 }
 
@@ -218,10 +222,10 @@ impl Link {
             }
             let state = self.session.state.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(id) = &state.session_id {
-                headers.insert("mcp-session-id", id.clone());
+                headers.insert(MCP_SESSION_ID, id.clone());
             }
             if let Some(version) = &state.protocol_version {
-                headers.insert("mcp-protocol-version", version.clone());
+                headers.insert(MCP_PROTOCOL_VERSION, version.clone());
             }
         }
         req

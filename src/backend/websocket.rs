@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message as Frame, Utf8Bytes};
 
 use super::streamable_http::base_headers;
-use super::{Connector, Forwarded, Inbound, Pipe, PipeTx, inbound};
+use super::{Connector, Forwarded, Inbound, Inbox, PipeTx, inbound};
 use crate::config::BackendConfig;
 use crate::mcp::BoxFuture;
 
@@ -38,7 +38,7 @@ impl WebSocketConnector {
 }
 
 impl Connector for WebSocketConnector {
-    fn connect(&self) -> BoxFuture<Result<Pipe, String>> {
+    fn connect(&self, inbox: Inbox) -> BoxFuture<Result<PipeTx, String>> {
         let url = self.config.url.clone().unwrap_or_default();
         let headers = self.headers.clone();
         let max = self.max_message_bytes;
@@ -70,7 +70,7 @@ impl Connector for WebSocketConnector {
                     .map_err(|e| format!("WebSocket handshake with {url}: {e}"))?;
             let (mut sink, mut stream) = socket.split();
             let (tx, mut outgoing) = mpsc::channel::<mcp_gateway_layers::jsonrpc::Message>(256);
-            let (incoming, rx) = mpsc::channel::<Inbound>(256);
+            let incoming = inbox;
             tokio::spawn(async move {
                 while let Some(raw) = outgoing.recv().await {
                     let Ok(text) = Utf8Bytes::try_from(raw.into_raw()) else {
@@ -99,10 +99,7 @@ impl Connector for WebSocketConnector {
                     }
                 }
             });
-            Ok(Pipe {
-                tx: PipeTx::Queue(tx),
-                rx,
-            })
+            Ok(PipeTx::Queue(tx))
         })
     }
 }

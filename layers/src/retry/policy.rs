@@ -148,7 +148,8 @@ where
     }
 
     fn clone_request(&mut self, req: &Req) -> Option<Req> {
-        Some(req.clone())
+        // No copy kept for a request that can have no further attempt.
+        (self.attempts < self.max_retries).then(|| req.clone())
     }
 }
 

@@ -203,6 +203,8 @@ struct Fields {
     error_code: Option<i64>,
     is_tool_error: bool,
     meta: MetaTrace,
+    /// Where `params` is, when it is an object: a rewrite touches only these bytes.
+    params: Option<Range<usize>>,
 }
 
 /// A string member, borrowed from the message unless it had escapes. (serde's `borrow` does not
@@ -285,6 +287,42 @@ fn is_object(raw: &RawValue) -> bool {
     raw.get().starts_with('{')
 }
 
+impl Fields {
+    /// Peeks what the gateway reads inside `params` (an object at `params`, whose buffer starts
+    /// at address `base`): the tool's name and the trace context in `_meta`.
+    fn peek_params(&mut self, params: &str, base: usize) -> Result<(), PeekError> {
+        let text = |Str(s): Str<'_>| match s {
+            Cow::Borrowed(b) => {
+                let start = b.as_ptr() as usize - base;
+                Text::Span(start..start + b.len())
+            }
+            Cow::Owned(o) => Text::Decoded(o.into_boxed_str()),
+        };
+        let peek: ParamsPeek<'_> = serde_json::from_str(params)
+            .map_err(|_| PeekError::Invalid("\"params\" has a member of the wrong type"))?;
+        self.tool_name = None;
+        if matches!(self.method, McpMethod::ToolsCall | McpMethod::PromptsGet) {
+            self.tool_name = peek.name.map(text);
+        }
+        self.meta = MetaTrace::default();
+        if let Some(meta) = peek.meta {
+            let progress_token = meta.progress_token.map(|t| {
+                let start = t.get().as_ptr() as usize - base;
+                start..start + t.get().len()
+            });
+            self.meta = MetaTrace {
+                traceparent: meta.traceparent.map(text),
+                tracestate: meta.tracestate.map(text),
+                baggage: meta.baggage.map(text),
+                progress_token,
+            };
+        }
+        let start = params.as_ptr() as usize - base;
+        self.params = Some(start..start + params.len());
+        Ok(())
+    }
+}
+
 impl Message {
     /// Peeks a message. The bytes are kept as they are.
     pub fn parse(raw: Bytes) -> Result<Message, PeekError> {
@@ -358,6 +396,7 @@ impl Message {
             error_code: None,
             is_tool_error: false,
             meta: MetaTrace::default(),
+            params: None,
         };
         if let Some(params) = env.params {
             if !(is_object(params) || params.get().starts_with('[')) {
@@ -366,23 +405,7 @@ impl Message {
                 ));
             }
             if is_object(params) {
-                let peek: ParamsPeek<'_> = serde_json::from_str(params.get())
-                    .map_err(|_| PeekError::Invalid("\"params\" has a member of the wrong type"))?;
-                if matches!(method, McpMethod::ToolsCall | McpMethod::PromptsGet) {
-                    msg.tool_name = peek.name.map(text);
-                }
-                if let Some(meta) = peek.meta {
-                    let progress_token = meta.progress_token.map(|t| {
-                        let start = t.get().as_ptr() as usize - base;
-                        start..start + t.get().len()
-                    });
-                    msg.meta = MetaTrace {
-                        traceparent: meta.traceparent.map(text),
-                        tracestate: meta.tracestate.map(text),
-                        baggage: meta.baggage.map(text),
-                        progress_token,
-                    };
-                }
+                msg.peek_params(params.get(), base)?;
             }
         }
         if let Some(error) = env.error {
@@ -553,6 +576,7 @@ impl Message {
                 baggage: moved_text(&self.0.meta.baggage),
                 progress_token: self.0.meta.progress_token.as_ref().map(moved),
             },
+            params: self.0.params.as_ref().map(moved),
         }))
     }
 
@@ -589,6 +613,9 @@ impl Message {
         let Ok(text) = std::str::from_utf8(&self.0.raw) else {
             return self.clone();
         };
+        if let Some(rewritten) = self.rewrite_params_in_place(text, params, meta) {
+            return rewritten;
+        }
         let meta_set: Vec<(&str, NewValue<'_>)> = meta
             .iter()
             .map(|(k, v)| (*k, NewValue::String(v)))
@@ -614,6 +641,67 @@ impl Message {
         );
         // The rewrite keeps the message an object with valid members, so it peeks.
         Message::parse(Bytes::from(out)).unwrap_or_else(|_| self.clone())
+    }
+}
+
+impl Message {
+    /// [`Message::with_params`] when `params` is an object already: only its bytes are rewritten
+    /// and peeked again, the rest is copied and its peeked fields moved.
+    fn rewrite_params_in_place(
+        &self,
+        text: &str,
+        params: &[(&str, &str)],
+        meta: &[(&str, &str)],
+    ) -> Option<Message> {
+        let range = self.0.params.clone()?;
+        let meta_set: Vec<(&str, NewValue<'_>)> = meta
+            .iter()
+            .map(|(k, v)| (*k, NewValue::String(v)))
+            .collect();
+        let write_meta = |out: &mut Vec<u8>, old: Option<&str>| write_object(out, old, &meta_set);
+        let mut params_set: Vec<(&str, NewValue<'_>)> =
+            params.iter().map(|(k, v)| (*k, NewValue::Raw(v))).collect();
+        if !meta.is_empty() {
+            params_set.push(("_meta", NewValue::Object(&write_meta)));
+        }
+        let extra: usize = params
+            .iter()
+            .chain(meta)
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum();
+        let mut out = Vec::with_capacity(text.len() + extra + 16);
+        out.extend_from_slice(&text.as_bytes()[..range.start]);
+        write_object(&mut out, text.get(range.clone()), &params_set);
+        let new_end = out.len();
+        out.extend_from_slice(&text.as_bytes()[range.end..]);
+        // Members after `params` (rare: it usually comes last) move by the change in length.
+        let moved = |r: &Range<usize>| {
+            if r.start >= range.end {
+                r.start + new_end - range.end..r.end + new_end - range.end
+            } else {
+                r.clone()
+            }
+        };
+        let moved_text = |t: &Option<Text>| match t {
+            Some(Text::Span(r)) => Some(Text::Span(moved(r))),
+            other => other.clone(),
+        };
+        let mut fields = Fields {
+            raw: Bytes::new(),
+            kind: self.0.kind,
+            method: self.0.method,
+            method_name: moved_text(&self.0.method_name),
+            id: self.0.id.as_ref().map(moved),
+            tool_name: None,
+            error_code: self.0.error_code,
+            is_tool_error: self.0.is_tool_error,
+            meta: MetaTrace::default(),
+            params: None,
+        };
+        let new_params = std::str::from_utf8(&out[range.start..new_end]).ok()?;
+        fields.peek_params(new_params, out.as_ptr() as usize).ok()?;
+        fields.raw = Bytes::from(out);
+        Some(Message(Box::new(fields)))
     }
 }
 
@@ -868,13 +956,34 @@ mod tests {
             std::str::from_utf8(with_id.raw()).unwrap(),
             r#"{"jsonrpc":"2.0", "id" : 17,"method":"tools/call","params":{"name":"demo__echo","arguments":{"b":1,"a":2}}}"#
         );
-        // The objects on the path to the edited member are re-punctuated; member values keep their bytes.
+        // Only `params` is re-punctuated; its members' values and everything outside keep their bytes.
         let out = with_id.with_param("name", r#""echo""#);
         assert_eq!(
             std::str::from_utf8(out.raw()).unwrap(),
-            r#"{"jsonrpc":"2.0","id":17,"method":"tools/call","params":{"name":"echo","arguments":{"b":1,"a":2}}}"#
+            r#"{"jsonrpc":"2.0", "id" : 17,"method":"tools/call","params":{"name":"echo","arguments":{"b":1,"a":2}}}"#
         );
         assert_eq!((out.id_raw(), out.tool_name()), (Some("17"), Some("echo")));
+    }
+
+    #[test]
+    fn a_rewrite_peeks_what_a_full_parse_of_its_bytes_peeks() {
+        let inputs = [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a__t","arguments":{}}}"#,
+            r#"{"params":{"name":"a__\u0074","_meta":{"progressToken":7,"tracestate":"s"}},"id":"x","method":"tools/call","jsonrpc":"2.0"}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"_meta":{"traceparent":"old"}},"x":[1]}"#,
+            r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":4,"method":"x","params":[1,2]}"#,
+        ];
+        for input in inputs {
+            let m = parse(input).unwrap();
+            let out = m.with_params(&[("name", r#""t""#)], &[("traceparent", "00-new")]);
+            assert_eq!(
+                out,
+                parse(std::str::from_utf8(out.raw()).unwrap()).unwrap(),
+                "{input}"
+            );
+            assert_eq!(out.id_raw(), m.id_raw(), "{input}");
+        }
     }
 
     #[test]

@@ -127,9 +127,10 @@ impl EventFields<'_> {
         if HEADER.contains(&field.name()) {
             return false;
         }
-        self.out.push(b',');
-        json_str(self.out, field.name());
-        self.out.push(b':');
+                // Field names are Rust identifiers: nothing in them needs escaping.
+        self.out.extend_from_slice(b",\"");
+        self.out.extend_from_slice(field.name().as_bytes());
+        self.out.extend_from_slice(b"\":");
         true
     }
 }
@@ -364,17 +365,33 @@ fn rfc3339_now(out: &mut Vec<u8>) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let secs = now.as_secs();
+    rfc3339(out, now);
+}
+
+/// Writes `since_epoch` as `YYYY-MM-DDTHH:MM:SS.ffffffZ`, digit by digit (every log line has one).
+fn rfc3339(out: &mut Vec<u8>, since_epoch: std::time::Duration) {
+    fn digits(out: &mut Vec<u8>, value: u64, width: u32) {
+        for i in (0..width).rev() {
+            out.push(b'0' + (value / 10u64.pow(i) % 10) as u8);
+        }
+    }
+    let secs = since_epoch.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        now.subsec_micros()
-    );
+    digits(out, y.clamp(0, 9999) as u64, 4);
+    out.push(b'-');
+    digits(out, u64::from(m), 2);
+    out.push(b'-');
+    digits(out, u64::from(d), 2);
+    out.push(b'T');
+    digits(out, rem / 3600, 2);
+    out.push(b':');
+    digits(out, rem % 3600 / 60, 2);
+    out.push(b':');
+    digits(out, rem % 60, 2);
+    out.push(b'.');
+    digits(out, u64::from(since_epoch.subsec_micros()), 6);
+    out.push(b'Z');
 }
 
 /// Days since 1970-01-01 → (year, month, day), Howard Hinnant's algorithm.
@@ -438,6 +455,9 @@ mod tests {
     fn civil_dates() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_781), (2026, 11, 24));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+                assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        let mut line = Vec::new();
+        rfc3339(&mut line, std::time::Duration::new(1_795_518_245, 7_000));
+        assert_eq!(line, b"2026-11-24T11:04:05.000007Z");
     }
 }

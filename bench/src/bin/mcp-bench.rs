@@ -278,12 +278,18 @@ fn main() -> Result<(), Error> {
             format!("tracing: {{sampling_ratio: 0.01, otlp: {{endpoint: '{endpoint}'}}}}\n")
         }
     };
+        let http_backend = format!(
+        "{tracing}limits: {{max_connections: 30000, max_connections_per_ip: 30000}}\nbackends:\n  - {{namespace: http, transport: streamable_http, url: '{echo_url}'}}\n"
+    );
+    // The idle runs measure sessions on the HTTP backend alone: with the stdio one too, every
+    // idle session would also start (and the gateway hold) an echo process of its own.
+    std::fs::write(logs.join("gateway-idle.yaml"), &http_backend)?;
     let config = format!(
-        "{tracing}limits: {{max_connections: 30000, max_connections_per_ip: 30000}}\nbackends:\n  - {{namespace: http, transport: streamable_http, url: '{echo_url}'}}\n  - {{namespace: stdio, transport: stdio, command: '{}', args: [stdio]}}\n",
+        "{http_backend}  - {{namespace: stdio, transport: stdio, command: '{}', args: [stdio]}}\n",
         echo.display()
     );
     std::fs::write(logs.join("gateway.yaml"), config)?;
-    let start_gateway = |log: &str| {
+    let start_gateway = |log: &str, config: &str| {
         let mut gateway_cmd = Command::new(&gateway_exe);
         gateway_cmd.env(
             "MCP_GATEWAY_LOG",
@@ -297,7 +303,7 @@ fn main() -> Result<(), Error> {
         );
         gateway_cmd
             .args(["--config"])
-            .arg(logs.join("gateway.yaml"))
+                        .arg(logs.join(config))
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"]);
         start(&mut gateway_cmd, &logs.join(log), |l| {
             let v: Value = serde_json::from_str(l).ok()?;
@@ -312,7 +318,7 @@ fn main() -> Result<(), Error> {
             .status();
         let _ = child.wait();
     };
-    let (gateway, listen) = start_gateway("gateway.log")?;
+    let (gateway, listen) = start_gateway("gateway.log", "gateway.yaml")?;
     let echo_stdio = format!("{} stdio", echo.display());
 
     let payloads: &[usize] = if quick { &[64] } else { &[64, 4096] };
@@ -454,7 +460,7 @@ fn main() -> Result<(), Error> {
         );
     }
     stop(gateway);
-    // Idle sessions, each on a fresh gateway (per-session backends on the HTTP echo).
+        // Idle sessions, each run on a fresh gateway with the HTTP echo as its one backend.
     let idle: usize = get("--idle").map_or(if quick { 100 } else { 10_000 }, |s| {
         s.parse().unwrap_or(10_000)
     });
@@ -464,7 +470,7 @@ fn main() -> Result<(), Error> {
         &[]
     };
     for &(transport, path) in idle_runs {
-        let (gateway, listen) = start_gateway("gateway-idle.log")?;
+        let (gateway, listen) = start_gateway("gateway-idle.log", "gateway-idle.yaml")?;
         let scheme = if transport == "ws" { "ws" } else { "http" };
         let url = format!("{scheme}://{listen}/{path}");
         let rss = idle_rss(&load_exe, &url, transport, idle, gateway.id())?;

@@ -127,7 +127,7 @@ impl EventFields<'_> {
         if HEADER.contains(&field.name()) {
             return false;
         }
-                // Field names are Rust identifiers: nothing in them needs escaping.
+        // Field names are Rust identifiers: nothing in them needs escaping.
         self.out.extend_from_slice(b",\"");
         self.out.extend_from_slice(field.name().as_bytes());
         self.out.extend_from_slice(b"\":");
@@ -455,7 +455,7 @@ mod tests {
     fn civil_dates() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_781), (2026, 11, 24));
-                assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
         let mut line = Vec::new();
         rfc3339(&mut line, std::time::Duration::new(1_795_518_245, 7_000));
         assert_eq!(line, b"2026-11-24T11:04:05.000007Z");

@@ -278,7 +278,7 @@ fn main() -> Result<(), Error> {
             format!("tracing: {{sampling_ratio: 0.01, otlp: {{endpoint: '{endpoint}'}}}}\n")
         }
     };
-        let http_backend = format!(
+    let http_backend = format!(
         "{tracing}limits: {{max_connections: 30000, max_connections_per_ip: 30000}}\nbackends:\n  - {{namespace: http, transport: streamable_http, url: '{echo_url}'}}\n"
     );
     // The idle runs measure sessions on the HTTP backend alone: with the stdio one too, every
@@ -301,10 +301,12 @@ fn main() -> Result<(), Error> {
                 "info"
             },
         );
-        gateway_cmd
-            .args(["--config"])
-                        .arg(logs.join(config))
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"]);
+        gateway_cmd.args(["--config"]).arg(logs.join(config)).args([
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ]);
         start(&mut gateway_cmd, &logs.join(log), |l| {
             let v: Value = serde_json::from_str(l).ok()?;
             (v["msg"] == "mcp-gateway serving /mcp, /sse and /ws")
@@ -460,7 +462,7 @@ fn main() -> Result<(), Error> {
         );
     }
     stop(gateway);
-        // Idle sessions, each run on a fresh gateway with the HTTP echo as its one backend.
+    // Idle sessions, each run on a fresh gateway with the HTTP echo as its one backend.
     let idle: usize = get("--idle").map_or(if quick { 100 } else { 10_000 }, |s| {
         s.parse().unwrap_or(10_000)
     });

@@ -27,9 +27,12 @@ const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 pub(super) type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 pub(super) fn http_client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    // Small request, small answer: Nagle's algorithm could only hold a write back.
+    connector.set_nodelay(true);
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(64)
-        .build_http()
+        .build(connector)
 }
 
 /// The configured headers plus a forwarded `Authorization`, ready to copy onto requests.

@@ -1,5 +1,5 @@
-//! Backends: each transport turns a connection into a [`Pipe`] of raw messages; a
-//! [`BackendClient`] sits on the pipe, rewrites request ids so that many clients' ids never
+//! Backends: each transport connects with an [`Inbox`] for what the backend sends and returns a
+//! [`PipeTx`] for what goes to it; a [`BackendClient`] sits on the connection, rewrites request ids so that many clients' ids never
 //! collide, matches answers to calls, times calls out, and keeps the pipe up: a stdio process is
 //! restarted, a network connection re-made, with exponential backoff and jitter, until too many
 //! failures in a window mark the backend down (crash-loop protection).

@@ -310,7 +310,6 @@ impl BackendClient {
             stopping: AtomicBool::new(false),
             stop: Notify::new(),
         });
-
         tokio::spawn(supervise(
             shared.clone(),
             connector,

@@ -141,16 +141,16 @@ impl Poster {
             return Err(msg);
         }
         let link = self.link.clone();
-        let phase = {
+        let opens_handshake = {
             let mut state = link.lock_state();
-            let phase = state.handshake;
-            if phase == Handshake::Pending && msg.method_name() == Some("notifications/initialized")
-            {
+            let opens = state.handshake == Handshake::Pending
+                && msg.method_name() == Some("notifications/initialized");
+            if opens {
                 state.handshake = Handshake::Posting;
             }
-            phase
+            opens
         };
-        if phase == Handshake::Pending && msg.method_name() == Some("notifications/initialized") {
+        if opens_handshake {
             tokio::spawn(async move {
                 link.post(msg).await;
                 link.lock_state().handshake = Handshake::Done;
@@ -163,7 +163,7 @@ impl Poster {
             });
             return Ok(());
         }
-        if phase == Handshake::Posting {
+        if link.lock_state().handshake == Handshake::Posting {
             tokio::spawn(async move {
                 link.handshake_done().await;
                 link.post(msg).await
@@ -223,7 +223,7 @@ impl Link {
             for (name, value) in &self.target.headers {
                 headers.insert(name, value.clone());
             }
-            let state = self.session.state.lock().unwrap_or_else(|e| e.into_inner());
+            let state = self.lock_state();
             if let Some(id) = &state.session_id {
                 headers.insert(MCP_SESSION_ID, id.clone());
             }
@@ -273,14 +273,7 @@ impl Link {
             }
         };
         let status = resp.status();
-        if status == StatusCode::NOT_FOUND
-            && self
-                .session
-                .state
-                .lock()
-                .map(|s| s.session_id.is_some())
-                .unwrap_or(false)
-        {
+        if status == StatusCode::NOT_FOUND && self.lock_state().session_id.is_some() {
             // The backend forgot our session: end the pipe; the supervisor reconnects and re-initializes.
             tracing::warn!(backend = %self.target.config.namespace, "backend session expired");
             self.fail(
@@ -301,11 +294,7 @@ impl Link {
         }
         if msg.method_name() == Some("initialize") {
             if let Some(id) = resp.headers().get("mcp-session-id") {
-                self.session
-                    .state
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .session_id = HeaderValue::from_bytes(id.as_bytes()).ok();
+                self.lock_state().session_id = HeaderValue::from_bytes(id.as_bytes()).ok();
             }
         }
         let is_sse = resp
@@ -348,11 +337,7 @@ impl Link {
                     .as_str()
                     .and_then(|v| HeaderValue::from_str(v).ok())
                 {
-                    self.session
-                        .state
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .protocol_version = Some(version);
+                    self.lock_state().protocol_version = Some(version);
                 }
             }
         }
@@ -403,13 +388,7 @@ impl Link {
     }
 
     async fn delete(&self) {
-        if self
-            .session
-            .state
-            .lock()
-            .map(|s| s.session_id.is_none())
-            .unwrap_or(true)
-        {
+        if self.lock_state().session_id.is_none() {
             return;
         }
         if let Ok(req) = self.request(Method::DELETE).body(Full::default()) {

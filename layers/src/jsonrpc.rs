@@ -291,13 +291,7 @@ impl Fields {
     /// Peeks what the gateway reads inside `params` (an object at `params`, whose buffer starts
     /// at address `base`): the tool's name and the trace context in `_meta`.
     fn peek_params(&mut self, params: &str, base: usize) -> Result<(), PeekError> {
-        let text = |Str(s): Str<'_>| match s {
-            Cow::Borrowed(b) => {
-                let start = b.as_ptr() as usize - base;
-                Text::Span(start..start + b.len())
-            }
-            Cow::Owned(o) => Text::Decoded(o.into_boxed_str()),
-        };
+        let text = |s: Str<'_>| text_at(s, base);
         let peek: ParamsPeek<'_> = serde_json::from_str(params)
             .map_err(|_| PeekError::Invalid("\"params\" has a member of the wrong type"))?;
         self.tool_name = None;
@@ -306,10 +300,7 @@ impl Fields {
         }
         self.meta = MetaTrace::default();
         if let Some(meta) = peek.meta {
-            let progress_token = meta.progress_token.map(|t| {
-                let start = t.get().as_ptr() as usize - base;
-                start..start + t.get().len()
-            });
+            let progress_token = meta.progress_token.map(|t| span_at(t.get(), base));
             self.meta = MetaTrace {
                 traceparent: meta.traceparent.map(text),
                 tracestate: meta.tracestate.map(text),
@@ -317,9 +308,55 @@ impl Fields {
                 progress_token,
             };
         }
-        let start = params.as_ptr() as usize - base;
-        self.params = Some(start..start + params.len());
+        self.params = Some(span_at(params, base));
         Ok(())
+    }
+
+    /// These fields for bytes in which what was at `old_end..` now starts at `new_end`: every
+    /// span from there on moves, the others stay.
+    fn moved(&self, old_end: usize, new_end: usize) -> Fields {
+        let moved = |r: &Range<usize>| {
+            if r.start >= old_end {
+                r.start - old_end + new_end..r.end - old_end + new_end
+            } else {
+                r.clone()
+            }
+        };
+        let moved_text = |t: &Option<Text>| match t {
+            Some(Text::Span(r)) => Some(Text::Span(moved(r))),
+            other => other.clone(),
+        };
+        Fields {
+            raw: Bytes::new(),
+            kind: self.kind,
+            method: self.method,
+            method_name: moved_text(&self.method_name),
+            id: self.id.as_ref().map(moved),
+            tool_name: moved_text(&self.tool_name),
+            error_code: self.error_code,
+            is_tool_error: self.is_tool_error,
+            meta: MetaTrace {
+                traceparent: moved_text(&self.meta.traceparent),
+                tracestate: moved_text(&self.meta.tracestate),
+                baggage: moved_text(&self.meta.baggage),
+                progress_token: self.meta.progress_token.as_ref().map(moved),
+            },
+            params: self.params.as_ref().map(moved),
+        }
+    }
+}
+
+/// Where `s`, a slice of the buffer starting at address `base`, lies in that buffer.
+fn span_at(s: &str, base: usize) -> Range<usize> {
+    let start = s.as_ptr() as usize - base;
+    start..start + s.len()
+}
+
+/// A peeked string: its place in the buffer at `base`, or its decoded text when it had escapes.
+fn text_at(Str(s): Str<'_>, base: usize) -> Text {
+    match s {
+        Cow::Borrowed(b) => Text::Span(span_at(b, base)),
+        Cow::Owned(o) => Text::Decoded(o.into_boxed_str()),
     }
 }
 
@@ -327,13 +364,7 @@ impl Message {
     /// Peeks a message. The bytes are kept as they are.
     pub fn parse(raw: Bytes) -> Result<Message, PeekError> {
         let base = raw.as_ptr() as usize;
-        let text = |Str(s): Str<'_>| match s {
-            Cow::Borrowed(b) => {
-                let start = b.as_ptr() as usize - base;
-                Text::Span(start..start + b.len())
-            }
-            Cow::Owned(o) => Text::Decoded(o.into_boxed_str()),
-        };
+        let text = |s: Str<'_>| text_at(s, base);
         let first = raw.iter().find(|b| !b.is_ascii_whitespace());
         match first {
             Some(b'{') => {}
@@ -364,8 +395,7 @@ impl Message {
                 if !(s.starts_with('"') || s.starts_with('-') || s.as_bytes()[0].is_ascii_digit()) {
                     return Err(PeekError::Invalid("\"id\" must be a string or a number"));
                 }
-                let start = s.as_ptr() as usize - base;
-                Some(start..start + s.len())
+                Some(span_at(s, base))
             }
             None => None,
         };
@@ -550,34 +580,11 @@ impl Message {
         out.extend_from_slice(&self.0.raw[range.end..]);
         // Only the id token changed: what was peeked after it moves by the difference in length,
         // nothing needs parsing again.
-        let moved = |r: &Range<usize>| {
-            if r.start >= range.end {
-                r.start + raw_id.len() - range.len()..r.end + raw_id.len() - range.len()
-            } else {
-                r.clone()
-            }
-        };
-        let moved_text = |t: &Option<Text>| match t {
-            Some(Text::Span(r)) => Some(Text::Span(moved(r))),
-            other => other.clone(),
-        };
-        Message(Box::new(Fields {
-            raw: Bytes::from(out),
-            kind: self.0.kind,
-            method: self.0.method,
-            method_name: moved_text(&self.0.method_name),
-            id: Some(range.start..range.start + raw_id.len()),
-            tool_name: moved_text(&self.0.tool_name),
-            error_code: self.0.error_code,
-            is_tool_error: self.0.is_tool_error,
-            meta: MetaTrace {
-                traceparent: moved_text(&self.0.meta.traceparent),
-                tracestate: moved_text(&self.0.meta.tracestate),
-                baggage: moved_text(&self.0.meta.baggage),
-                progress_token: self.0.meta.progress_token.as_ref().map(moved),
-            },
-            params: self.0.params.as_ref().map(moved),
-        }))
+        let new_end = range.start + raw_id.len();
+        let mut fields = self.0.moved(range.end, new_end);
+        fields.id = Some(range.start..new_end);
+        fields.raw = Bytes::from(out);
+        Message(Box::new(fields))
     }
 
     /// A copy with `params.{key}` set to the raw JSON `raw_value`, every other byte kept.
@@ -613,95 +620,37 @@ impl Message {
         let Ok(text) = std::str::from_utf8(&self.0.raw) else {
             return self.clone();
         };
-        if let Some(rewritten) = self.rewrite_params_in_place(text, params, meta) {
-            return rewritten;
-        }
-        let meta_set: Vec<(&str, NewValue<'_>)> = meta
-            .iter()
-            .map(|(k, v)| (*k, NewValue::String(v)))
-            .collect();
-        let write_meta = |out: &mut Vec<u8>, old: Option<&str>| write_object(out, old, &meta_set);
-        let mut params_set: Vec<(&str, NewValue<'_>)> =
-            params.iter().map(|(k, v)| (*k, NewValue::Raw(v))).collect();
-        if !meta.is_empty() {
-            params_set.push(("_meta", NewValue::Object(&write_meta)));
-        }
-        let write_params =
-            |out: &mut Vec<u8>, old: Option<&str>| write_object(out, old, &params_set);
-        let extra: usize = params
-            .iter()
-            .chain(meta)
-            .map(|(k, v)| k.len() + v.len() + 8)
-            .sum();
-        let mut out = Vec::with_capacity(self.0.raw.len() + extra + 16);
-        write_object(
-            &mut out,
-            Some(text),
-            &[("params", NewValue::Object(&write_params))],
-        );
-        // The rewrite keeps the message an object with valid members, so it peeks.
-        Message::parse(Bytes::from(out)).unwrap_or_else(|_| self.clone())
-    }
-}
-
-impl Message {
-    /// [`Message::with_params`] when `params` is an object already: only its bytes are rewritten
-    /// and peeked again, the rest is copied and its peeked fields moved.
-    fn rewrite_params_in_place(
-        &self,
-        text: &str,
-        params: &[(&str, &str)],
-        meta: &[(&str, &str)],
-    ) -> Option<Message> {
-        let range = self.0.params.clone()?;
-        let meta_set: Vec<(&str, NewValue<'_>)> = meta
-            .iter()
-            .map(|(k, v)| (*k, NewValue::String(v)))
-            .collect();
-        let write_meta = |out: &mut Vec<u8>, old: Option<&str>| write_object(out, old, &meta_set);
-        let mut params_set: Vec<(&str, NewValue<'_>)> =
-            params.iter().map(|(k, v)| (*k, NewValue::Raw(v))).collect();
-        if !meta.is_empty() {
-            params_set.push(("_meta", NewValue::Object(&write_meta)));
-        }
         let extra: usize = params
             .iter()
             .chain(meta)
             .map(|(k, v)| k.len() + v.len() + 8)
             .sum();
         let mut out = Vec::with_capacity(text.len() + extra + 16);
-        out.extend_from_slice(&text.as_bytes()[..range.start]);
-        write_object(&mut out, text.get(range.clone()), &params_set);
-        let new_end = out.len();
-        out.extend_from_slice(&text.as_bytes()[range.end..]);
-        // Members after `params` (rare: it usually comes last) move by the change in length.
-        let moved = |r: &Range<usize>| {
-            if r.start >= range.end {
-                r.start + new_end - range.end..r.end + new_end - range.end
-            } else {
-                r.clone()
+        let write_params =
+            |out: &mut Vec<u8>, old: Option<&str>| write_params(out, old, params, meta);
+        if let Some(range) = self.0.params.clone() {
+            // `params` is an object: only its bytes are rewritten and peeked again; the rest is
+            // copied and what was peeked after it (rare: it usually comes last) moves.
+            out.extend_from_slice(&text.as_bytes()[..range.start]);
+            write_params(&mut out, text.get(range.clone()));
+            let new_end = out.len();
+            out.extend_from_slice(&text.as_bytes()[range.end..]);
+            let mut fields = self.0.moved(range.end, new_end);
+            let peeked = std::str::from_utf8(&out[range.start..new_end])
+                .is_ok_and(|p| fields.peek_params(p, out.as_ptr() as usize).is_ok());
+            if peeked {
+                fields.raw = Bytes::from(out);
+                return Message(Box::new(fields));
             }
-        };
-        let moved_text = |t: &Option<Text>| match t {
-            Some(Text::Span(r)) => Some(Text::Span(moved(r))),
-            other => other.clone(),
-        };
-        let mut fields = Fields {
-            raw: Bytes::new(),
-            kind: self.0.kind,
-            method: self.0.method,
-            method_name: moved_text(&self.0.method_name),
-            id: self.0.id.as_ref().map(moved),
-            tool_name: None,
-            error_code: self.0.error_code,
-            is_tool_error: self.0.is_tool_error,
-            meta: MetaTrace::default(),
-            params: None,
-        };
-        let new_params = std::str::from_utf8(&out[range.start..new_end]).ok()?;
-        fields.peek_params(new_params, out.as_ptr() as usize).ok()?;
-        fields.raw = Bytes::from(out);
-        Some(Message(Box::new(fields)))
+        } else {
+            write_object(
+                &mut out,
+                Some(text),
+                &[("params", NewValue::Object(&write_params))],
+            );
+        }
+        // The rewrite keeps the message an object with valid members, so it peeks.
+        Message::parse(Bytes::from(out)).unwrap_or_else(|_| self.clone())
     }
 }
 
@@ -759,6 +708,27 @@ enum NewValue<'a> {
     Raw(&'a str),
     /// An object written from the member's old value (`None` when the member is new).
     Object(&'a dyn Fn(&mut Vec<u8>, Option<&str>)),
+}
+
+/// Writes `params` (from its old text, if any) with `params` members set to raw JSON and
+/// `_meta` members to strings.
+fn write_params(
+    out: &mut Vec<u8>,
+    old: Option<&str>,
+    params: &[(&str, &str)],
+    meta: &[(&str, &str)],
+) {
+    let meta_set: Vec<(&str, NewValue<'_>)> = meta
+        .iter()
+        .map(|(k, v)| (*k, NewValue::String(v)))
+        .collect();
+    let write_meta = |out: &mut Vec<u8>, old: Option<&str>| write_object(out, old, &meta_set);
+    let mut params_set: Vec<(&str, NewValue<'_>)> =
+        params.iter().map(|(k, v)| (*k, NewValue::Raw(v))).collect();
+    if !meta.is_empty() {
+        params_set.push(("_meta", NewValue::Object(&write_meta)));
+    }
+    write_object(out, old, &params_set);
 }
 
 /// Writes `object` with the members in `set` written anew, every other member's bytes kept.
@@ -830,7 +800,6 @@ fn is_id_token(raw: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
     use proptest::prelude::*;
 

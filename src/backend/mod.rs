@@ -1,8 +1,9 @@
 //! Backends: each transport connects with an [`Inbox`] for what the backend sends and returns a
-//! [`PipeTx`] for what goes to it; a [`BackendClient`] sits on the connection, rewrites request ids so that many clients' ids never
-//! collide, matches answers to calls, times calls out, and keeps the pipe up: a stdio process is
-//! restarted, a network connection re-made, with exponential backoff and jitter, until too many
-//! failures in a window mark the backend down (crash-loop protection).
+//! [`PipeTx`] for what goes to it; a [`BackendClient`] sits on the connection, rewrites request
+//! ids so that many clients' ids never collide, matches answers to calls, times calls out, and
+//! keeps the connection up: a stdio process is restarted, a network connection re-made, with
+//! exponential backoff and jitter, until too many failures in a window mark the backend down
+//! (crash-loop protection).
 
 mod client;
 mod sse;

@@ -28,7 +28,7 @@ fn resolve(base: &http::Uri, endpoint: &str) -> Option<http::Uri> {
 }
 
 impl Connector for SseConnector {
-    fn connect(&self, inbox: Inbox) -> BoxFuture<Result<PipeTx, String>> {
+    fn connect(&self, incoming: Inbox) -> BoxFuture<Result<PipeTx, String>> {
         let client = self.0.client.clone();
         let headers = self.0.headers.clone();
         let url = self.0.config.url.clone().unwrap_or_default();
@@ -73,7 +73,6 @@ impl Connector for SseConnector {
                 }
             };
             let (tx, mut outgoing) = mpsc::channel::<mcp_gateway_layers::jsonrpc::Message>(256);
-            let incoming = inbox;
             let reader_incoming = incoming.clone();
             let reader = tokio::spawn(async move {
                 for event in pending_events {

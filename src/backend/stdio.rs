@@ -48,14 +48,14 @@ impl StdioConnector {
 }
 
 impl Connector for StdioConnector {
-    fn connect(&self, inbox: Inbox) -> BoxFuture<Result<PipeTx, String>> {
+    fn connect(&self, incoming: Inbox) -> BoxFuture<Result<PipeTx, String>> {
         let config = self.config.clone();
         let max_line = self.max_line;
-        Box::pin(async move { spawn(&config, max_line, inbox) })
+        Box::pin(async move { spawn(&config, max_line, incoming) })
     }
 }
 
-fn spawn(config: &BackendConfig, max_line: usize, inbox: Inbox) -> Result<PipeTx, String> {
+fn spawn(config: &BackendConfig, max_line: usize, incoming: Inbox) -> Result<PipeTx, String> {
     let program = config.command.as_deref().unwrap_or_default();
     let mut command = Command::new(program);
     command
@@ -83,7 +83,6 @@ fn spawn(config: &BackendConfig, max_line: usize, inbox: Inbox) -> Result<PipeTx
     tracing::info!(backend = %namespace, pid, command = program, "backend process started");
 
     let (to_child, mut outgoing) = mpsc::channel::<mcp_gateway_layers::jsonrpc::Message>(256);
-    let incoming = inbox;
 
     // stdout has its own task, whatever happens to writes on stdin: a full stdin pipe never
     // stops us reading stdout, so the child can always make progress.

@@ -38,7 +38,7 @@ impl WebSocketConnector {
 }
 
 impl Connector for WebSocketConnector {
-    fn connect(&self, inbox: Inbox) -> BoxFuture<Result<PipeTx, String>> {
+    fn connect(&self, incoming: Inbox) -> BoxFuture<Result<PipeTx, String>> {
         let url = self.config.url.clone().unwrap_or_default();
         let headers = self.headers.clone();
         let max = self.max_message_bytes;
@@ -70,7 +70,6 @@ impl Connector for WebSocketConnector {
                     .map_err(|e| format!("WebSocket handshake with {url}: {e}"))?;
             let (mut sink, mut stream) = socket.split();
             let (tx, mut outgoing) = mpsc::channel::<mcp_gateway_layers::jsonrpc::Message>(256);
-            let incoming = inbox;
             tokio::spawn(async move {
                 while let Some(raw) = outgoing.recv().await {
                     let Ok(text) = Utf8Bytes::try_from(raw.into_raw()) else {

@@ -50,8 +50,8 @@ pub(crate) struct GatewayInner {
     in_flight: InFlightLimitLayer,
     /// Connections to HTTP backends, shared by every session.
     pub(crate) http_pool: HttpPool,
-    /// One connector per backend for sessions that forward no credentials (connectors hold no
-    /// state of their own, so sessions need not each build one).
+    /// One connector per backend, for shared backends and for sessions that forward no
+    /// credentials (connectors hold no state of their own, so sessions need not each build one).
     pub(crate) connectors: Vec<Arc<dyn Connector>>,
     /// Backends with `shared: true`, started by the first session that needs them.
     pub(crate) shared: Vec<std::sync::OnceLock<Arc<shared::SharedBackend>>>,
@@ -101,9 +101,8 @@ impl GatewayInner {
                 shared::SharedBackend::start(
                     index,
                     &self.backends[index],
-                    self.config.limits.max_message_bytes,
+                    self.connectors[index].clone(),
                     &self.telemetry,
-                    &self.http_pool,
                 )
             })
             .clone()

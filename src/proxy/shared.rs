@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, Weak};
 use mcp_gateway_layers::jsonrpc::Message;
 use tokio::sync::{OnceCell, mpsc};
 
-use crate::backend::{BackendClient, BackendEvent, Forwarded, HttpPool, connector};
+use crate::backend::{BackendClient, BackendEvent, Connector};
 use crate::config::BackendConfig;
 use crate::lock;
 use crate::telemetry::Telemetry;
@@ -28,21 +28,15 @@ pub(crate) struct SharedBackend {
 impl SharedBackend {
     pub(crate) fn start(
         index: usize,
-        config: &Arc<BackendConfig>,
-        max_message_bytes: usize,
+        config: &BackendConfig,
+        connector: Arc<dyn Connector>,
         telemetry: &Telemetry,
-        pool: &HttpPool,
     ) -> Arc<SharedBackend> {
         let (events, rx) = mpsc::channel(256);
         let client = BackendClient::start(
             index,
             config,
-            connector(
-                config.clone(),
-                max_message_bytes,
-                Forwarded::default(),
-                pool,
-            ),
+            connector,
             Arc::new(move || Some(events.clone())),
             telemetry.backends.clone(),
         );

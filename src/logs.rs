@@ -67,8 +67,50 @@ impl Visit for Collect<'_> {
 
 /// Appends `value` to `out` as a JSON string.
 fn json_str(out: &mut Vec<u8>, value: &str) {
+    // Most values (ids, names, methods) need no escaping: one scan, one copy.
+    if needs_no_escape(value.as_bytes()) {
+        out.reserve(value.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, value);
+    }
+}
+
+/// `value` as JSON string text.
+fn json_text(value: &str) -> String {
+    if needs_no_escape(value.as_bytes()) {
+        let mut json = String::with_capacity(value.len() + 2);
+        json.push('"');
+        json.push_str(value);
+        json.push('"');
+        json
+    } else {
+        Value::from(value).to_string()
+    }
+}
+
+/// Whether these bytes are valid inside a JSON string as they are.
+fn needs_no_escape(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
+}
+
+/// Appends a formatted value to `out` as a JSON string, formatted in place when it needs no
+/// escaping (addresses, numbers), else escaped from a copy.
+fn json_display(out: &mut Vec<u8>, value: &dyn std::fmt::Debug) {
+    let start = out.len();
+    out.push(b'"');
     // Writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, value);
+    let _ = write!(out, "{value:?}");
+    if needs_no_escape(&out[start + 1..]) {
+        out.push(b'"');
+    } else {
+        let text = String::from_utf8_lossy(&out[start + 1..]).into_owned();
+        out.truncate(start);
+        json_str(out, &text);
+    }
 }
 
 /// Records only the span fields that events carry, under the contract's names, as JSON text:
@@ -95,23 +137,15 @@ impl Carried<'_> {
 impl Visit for Carried<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if let Some(to) = Self::carried(field) {
-            let mut json = Vec::with_capacity(value.len() + 2);
-            json_str(&mut json, value);
-            self.put(to, String::from_utf8(json).unwrap_or_default());
+            self.put(to, json_text(value));
         }
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         if let Some(to) = Self::carried(field) {
-            // Trace and span ids are hex: formatted once, escaped only if they need it.
-            let text = format!("{value:?}");
-            let json = if text.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                format!("\"{text}\"")
-            } else {
-                let mut json = Vec::with_capacity(text.len() + 2);
-                json_str(&mut json, &text);
-                String::from_utf8(json).unwrap_or_default()
-            };
-            self.put(to, json);
+            // Trace and span ids are hex: formatted in place, escaped only if they need it.
+            let mut json = Vec::with_capacity(40);
+            json_display(&mut json, value);
+            self.put(to, String::from_utf8(json).unwrap_or_default());
         }
     }
 }
@@ -168,7 +202,7 @@ impl Visit for EventFields<'_> {
         if field.name() == "message" {
             self.message = Some(format!("{value:?}"));
         } else if self.key(field) {
-            json_str(self.out, &format!("{value:?}"));
+            json_display(self.out, value);
         }
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
@@ -449,6 +483,27 @@ mod tests {
             out.len(),
             "one\ntwo\n".len() + out.lines().nth(2).unwrap().len() + 1 + 2 * big.len()
         );
+    }
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        for value in [
+            "",
+            "tools/call",
+            "quote \" and backslash \\",
+            "tab\tnew line\n\u{1}",
+            "ünïcödé ✓",
+            "\u{7f} is left as it is",
+        ] {
+            let expected = serde_json::to_string(value).unwrap();
+            let mut out = Vec::new();
+            json_str(&mut out, value);
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "{value:?}");
+            assert_eq!(json_text(value), expected, "{value:?}");
+            let mut out = b"{".to_vec();
+            json_display(&mut out, &tracing::field::display(value));
+            assert_eq!(String::from_utf8(out).unwrap(), format!("{{{expected}"));
+        }
     }
 
     #[test]

@@ -151,9 +151,15 @@ fn spawn(config: &BackendConfig, max_line: usize, incoming: Inbox) -> Result<Pip
                             // One huge message must not pin its buffer for the child's lifetime.
                             batch = Vec::with_capacity(8 * 1024);
                         }
-                        batch.clear();
+                                                batch.clear();
                         batch.extend_from_slice(first.raw());
                         batch.push(b'\n');
+                        if outgoing.is_empty() {
+                            // Other tasks ready now (clients whose calls have arrived) run first
+                            // and queue theirs: one pipe write and one wake-up of the child
+                            // for them all. No timer: an idle runtime comes straight back.
+                            tokio::task::yield_now().await;
+                        }
                         while batch.len() < MAX_BATCH_BYTES {
                             let Ok(next) = outgoing.try_recv() else { break };
                             batch.extend_from_slice(next.raw());

@@ -20,9 +20,24 @@ use tracing_subscriber::registry::LookupSpan;
 #[derive(Debug, Default)]
 pub struct JsonLogLayer;
 
-/// The fields of a span that events carry: (log field name, value as JSON text).
+/// The fields of a span that events carry, as JSON text in one buffer: where each of
+/// [`CARRIED`] is in it, if the span has it.
 #[derive(Debug, Default)]
-struct SpanFields(Vec<(&'static str, String)>);
+struct SpanFields {
+    json: Vec<u8>,
+    at: [Option<(u32, u32)>; CARRIED.len()],
+}
+
+impl SpanFields {
+    /// The carried fields present: (log field name, JSON text, index in [`CARRIED`]).
+    fn present(&self) -> impl Iterator<Item = (&'static str, &[u8], usize)> {
+        self.at.iter().enumerate().filter_map(|(i, at)| {
+            let (start, end) = (*at)?;
+            let json = self.json.get(start as usize..end as usize)?;
+            Some((CARRIED[i].1, json, i))
+        })
+    }
+}
 
 /// Span field names (OpenTelemetry's) → log field names (the contract's).
 const CARRIED: [(&str, &str); 5] = [
@@ -79,19 +94,6 @@ fn json_str(out: &mut Vec<u8>, value: &str) {
     }
 }
 
-/// `value` as JSON string text.
-fn json_text(value: &str) -> String {
-    if needs_no_escape(value.as_bytes()) {
-        let mut json = String::with_capacity(value.len() + 2);
-        json.push('"');
-        json.push_str(value);
-        json.push('"');
-        json
-    } else {
-        Value::from(value).to_string()
-    }
-}
-
 /// Whether these bytes are valid inside a JSON string as they are.
 fn needs_no_escape(bytes: &[u8]) -> bool {
     bytes.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
@@ -115,37 +117,34 @@ fn json_display(out: &mut Vec<u8>, value: &dyn std::fmt::Debug) {
 
 /// Records only the span fields that events carry, under the contract's names, as JSON text:
 /// the other fields of a span are never formatted.
-struct Carried<'a>(&'a mut Vec<(&'static str, String)>);
+struct Carried<'a>(&'a mut SpanFields);
 
 impl Carried<'_> {
-    /// The log name of a carried field; `None` for the fields logs leave out.
-    fn carried(field: &Field) -> Option<&'static str> {
-        CARRIED
-            .iter()
-            .find(|(from, _)| *from == field.name())
-            .map(|(_, to)| *to)
+    /// The index in [`CARRIED`] of a carried field; `None` for the fields logs leave out.
+    fn carried(field: &Field) -> Option<usize> {
+        CARRIED.iter().position(|(from, _)| *from == field.name())
     }
 
-    fn put(&mut self, to: &'static str, json: String) {
-        match self.0.iter_mut().find(|(name, _)| *name == to) {
-            Some(slot) => slot.1 = json,
-            None => self.0.push((to, json)),
-        }
+    /// Records field `index` as the JSON text `write` appends (a value recorded again is
+    /// appended again: spans record a field once or twice).
+    fn put(&mut self, index: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.0.json.len();
+        write(&mut self.0.json);
+        let end = self.0.json.len();
+        self.0.at[index] = u32::try_from(start).ok().zip(u32::try_from(end).ok());
     }
 }
 
 impl Visit for Carried<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if let Some(to) = Self::carried(field) {
-            self.put(to, json_text(value));
+        if let Some(index) = Self::carried(field) {
+            self.put(index, |json| json_str(json, value));
         }
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         if let Some(to) = Self::carried(field) {
             // Trace and span ids are hex: formatted in place, escaped only if they need it.
-            let mut json = Vec::with_capacity(40);
-            json_display(&mut json, value);
-            self.put(to, String::from_utf8(json).unwrap_or_default());
+            self.put(to, |json| json_display(json, value));
         }
     }
 }
@@ -217,17 +216,28 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let mut fields = Vec::new();
+        let mut fields = SpanFields::default();
         attrs.record(&mut Carried(&mut fields));
-        if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(SpanFields(fields));
+        // Spans without a carried field (most of the libraries') get nothing stored.
+        if fields.at.iter().any(Option::is_some) {
+            if let Some(span) = ctx.span(id) {
+                span.extensions_mut().insert(fields);
+            }
         }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         if let Some(span) = ctx.span(id) {
-            if let Some(existing) = span.extensions_mut().get_mut::<SpanFields>() {
-                values.record(&mut Carried(&mut existing.0));
+            let mut extensions = span.extensions_mut();
+            match extensions.get_mut::<SpanFields>() {
+                Some(existing) => values.record(&mut Carried(existing)),
+                None => {
+                    let mut fields = SpanFields::default();
+                    values.record(&mut Carried(&mut fields));
+                    if fields.at.iter().any(Option::is_some) {
+                        extensions.insert(fields);
+                    }
+                }
             }
         }
     }
@@ -250,19 +260,21 @@ where
         json_str(&mut line, message.as_deref().unwrap_or(""));
         // The event's own fields win over spans'; the innermost span that knows a field wins.
         let own = event.metadata().fields();
-        let mut written: Vec<&'static str> = Vec::new();
+        // One bit per CARRIED field already written.
+        let mut written = 0u8;
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope {
                 if let Some(carried) = span.extensions().get::<SpanFields>() {
-                    for (name, json) in &carried.0 {
-                        if own.field(name).is_some() || written.contains(name) {
+                    for (name, json, index) in carried.present() {
+                        if written & (1 << index) != 0 || own.field(name).is_some() {
                             continue;
                         }
-                        written.push(name);
-                        line.push(b',');
-                        json_str(&mut line, name);
-                        line.push(b':');
-                        line.extend_from_slice(json.as_bytes());
+                        written |= 1 << index;
+                        // Carried names are identifiers: nothing in them needs escaping.
+                        line.extend_from_slice(b",\"");
+                        line.extend_from_slice(name.as_bytes());
+                        line.extend_from_slice(b"\":");
+                        line.extend_from_slice(json);
                     }
                 }
             }
@@ -499,7 +511,7 @@ mod tests {
             let mut out = Vec::new();
             json_str(&mut out, value);
             assert_eq!(String::from_utf8(out).unwrap(), expected, "{value:?}");
-            assert_eq!(json_text(value), expected, "{value:?}");
+
             let mut out = b"{".to_vec();
             json_display(&mut out, &tracing::field::display(value));
             assert_eq!(String::from_utf8(out).unwrap(), format!("{{{expected}"));

@@ -185,6 +185,8 @@ struct MetaTrace {
     tracestate: Option<Text>,
     baggage: Option<Text>,
     progress_token: Option<Range<usize>>,
+    /// Whether `params` has a `_meta` member at all.
+    present: bool,
 }
 
 /// A JSON-RPC message: raw bytes and what the gateway peeked from them. One pointer wide, so
@@ -306,6 +308,7 @@ impl Fields {
                 tracestate: meta.tracestate.map(text),
                 baggage: meta.baggage.map(text),
                 progress_token,
+                present: true,
             };
         }
         self.params = Some(span_at(params, base));
@@ -340,6 +343,7 @@ impl Fields {
                 tracestate: moved_text(&self.meta.tracestate),
                 baggage: moved_text(&self.meta.baggage),
                 progress_token: self.meta.progress_token.as_ref().map(moved),
+                present: self.meta.present,
             },
             params: self.params.as_ref().map(moved),
         }
@@ -617,15 +621,18 @@ impl Message {
         if params.is_empty() && meta.is_empty() {
             return self.clone();
         }
-        let Ok(text) = std::str::from_utf8(&self.0.raw) else {
-            return self.clone();
-        };
         let extra: usize = params
             .iter()
             .chain(meta)
             .map(|(k, v)| k.len() + v.len() + 8)
             .sum();
-        let mut out = Vec::with_capacity(text.len() + extra + 16);
+        let mut out = Vec::with_capacity(self.0.raw.len() + extra + 16);
+        if let Some(spliced) = self.spliced_params(params, meta, &mut out) {
+            return spliced;
+        }
+        let Ok(text) = std::str::from_utf8(&self.0.raw) else {
+            return self.clone();
+        };
         let write_params =
             |out: &mut Vec<u8>, old: Option<&str>| write_params(out, old, params, meta);
         if let Some(range) = self.0.params.clone() {
@@ -651,6 +658,69 @@ impl Message {
         }
         // The rewrite keeps the message an object with valid members, so it peeks.
         Message::parse(Bytes::from(out)).unwrap_or_else(|_| self.clone())
+    }
+}
+
+impl Message {
+    /// The common rewrite of a call without `_meta` (a new tool name, `_meta` added at the end
+    /// of `params`) by splicing at the peeked positions, without taking `params` apart; `None`
+    /// when the message has another shape.
+    fn spliced_params(
+        &self,
+        params: &[(&str, &str)],
+        meta: &[(&str, &str)],
+        out: &mut Vec<u8>,
+    ) -> Option<Message> {
+        let range = self.0.params.clone()?;
+        if self.0.meta.present && !meta.is_empty() {
+            return None;
+        }
+        // Only `name` is peeked with its place; a name with escapes was decoded, not placed.
+        let name = match params {
+            [] => None,
+            [("name", value)] => match &self.0.tool_name {
+                Some(Text::Span(at)) => Some((at.start - 1..at.end + 1, *value)),
+                _ => return None,
+            },
+            _ => return None,
+        };
+        let raw = &self.0.raw[..];
+        let close = range.end - 1;
+        match &name {
+            Some((at, value)) => {
+                out.extend_from_slice(&raw[..at.start]);
+                out.extend_from_slice(value.as_bytes());
+                out.extend_from_slice(&raw[at.end..close]);
+            }
+            None => out.extend_from_slice(&raw[..close]),
+        }
+        if !meta.is_empty() {
+            if !raw[range.start + 1..close].trim_ascii().is_empty() {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\"_meta\":{");
+            for (i, (key, value)) in meta.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                push_json_string(out, key);
+                out.push(b':');
+                push_json_string(out, value);
+            }
+            out.push(b'}');
+        }
+        out.push(b'}');
+        let new_end = out.len();
+        out.extend_from_slice(&raw[range.end..]);
+        let mut fields = self.0.moved(range.end, new_end);
+        let peeked = std::str::from_utf8(&out[range.start..new_end])
+            .is_ok_and(|p| fields.peek_params(p, out.as_ptr() as usize).is_ok());
+        if !peeked {
+            out.clear();
+            return None;
+        }
+        fields.raw = Bytes::from(std::mem::take(out));
+        Some(Message(Box::new(fields)))
     }
 }
 
@@ -942,6 +1012,9 @@ mod tests {
             r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"_meta":{"traceparent":"old"}},"x":[1]}"#,
             r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#,
             r#"{"jsonrpc":"2.0","id":4,"method":"x","params":[1,2]}"#,
+            r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{ "name" : "a__t" , "arguments":{"name":"x"} },"after":{"id":9}}"#,
+            r#"{"jsonrpc":"2.0","id":6,"method":"prompts/get","params":{"name":"p"}}"#,
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/list","params":{ }}"#,
         ];
         for input in inputs {
             let m = parse(input).unwrap();
@@ -952,6 +1025,54 @@ mod tests {
                 "{input}"
             );
             assert_eq!(out.id_raw(), m.id_raw(), "{input}");
+        }
+    }
+
+    #[test]
+    fn a_spliced_rewrite_writes_what_the_member_rewrite_writes() {
+        let cases = [
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a__t","arguments":{"name":"n"}},"z":1}"#,
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"name":"n"},"_meta":{"traceparent":"00-new"}},"z":1}"#,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{}}"#,
+                r#"{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{"_meta":{"traceparent":"00-new"}}}"#,
+            ),
+        ];
+        for (input, expected) in cases {
+            let m = parse(input).unwrap();
+            let name: &[(&str, &str)] = if m.tool_name().is_some() {
+                &[("name", r#""t""#)]
+            } else {
+                &[]
+            };
+            let mut out = Vec::new();
+            let spliced = m
+                .spliced_params(name, &[("traceparent", "00-new")], &mut out)
+                .expect("a call without _meta is spliced");
+            assert_eq!(std::str::from_utf8(spliced.raw()).unwrap(), expected);
+            let mut general = Vec::new();
+            write_params(
+                &mut general,
+                Some(&input[m.0.params.clone().unwrap()]),
+                name,
+                &[("traceparent", "00-new")],
+            );
+            assert!(expected.contains(std::str::from_utf8(&general).unwrap()));
+        }
+        // A call that already has _meta, or a name with escapes, takes the member rewrite.
+        for input in [
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"t","_meta":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"\u0074"}}"#,
+        ] {
+            let m = parse(input).unwrap();
+            let spliced = m.spliced_params(
+                &[("name", r#""t""#)],
+                &[("traceparent", "x")],
+                &mut Vec::new(),
+            );
+            assert!(spliced.is_none(), "{input}");
         }
     }
 

@@ -9,6 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use serde_json::{Map, Value};
 
 use crate::lock;
+use mcp_gateway_layers::jsonrpc::needs_no_escape;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
@@ -92,11 +93,6 @@ fn json_str(out: &mut Vec<u8>, value: &str) {
         // Writing into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, value);
     }
-}
-
-/// Whether these bytes are valid inside a JSON string as they are.
-fn needs_no_escape(bytes: &[u8]) -> bool {
-    bytes.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
 /// Appends a formatted value to `out` as a JSON string, formatted in place when it needs no
@@ -506,6 +502,10 @@ mod tests {
             "tab\tnew line\n\u{1}",
             "ünïcödé ✓",
             "\u{7f} is left as it is",
+            "eight by eight: 0123456789abcdef\u{1f}",
+            "a quote late in a long value: 0123456789abcdef\"",
+            "a backslash at byte eight\\ and more",
+            "é at the edge of a word: abcdeé",
         ] {
             let expected = serde_json::to_string(value).unwrap();
             let mut out = Vec::new();

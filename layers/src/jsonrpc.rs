@@ -686,11 +686,26 @@ impl Message {
         };
         let raw = &self.0.raw[..];
         let close = range.end - 1;
+        // What is peeked inside the new `params` is placed as it is written, without reading
+        // `params` again, when nothing else in it was peeked and every new string is plain.
+        let mut placed = (!self.0.meta.present).then(|| MetaTrace {
+            present: !meta.is_empty(),
+            ..MetaTrace::default()
+        });
+        let mut tool_name = self.0.tool_name.clone();
         match &name {
             Some((at, value)) => {
                 out.extend_from_slice(&raw[..at.start]);
                 out.extend_from_slice(value.as_bytes());
                 out.extend_from_slice(&raw[at.end..close]);
+                tool_name = value
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .filter(|inner| plain(inner))
+                    .map(|inner| Text::Span(at.start + 1..at.start + 1 + inner.len()));
+                if tool_name.is_none() {
+                    placed = None;
+                }
             }
             None => out.extend_from_slice(&raw[..close]),
         }
@@ -705,7 +720,21 @@ impl Message {
                 }
                 push_json_string(out, key);
                 out.push(b':');
+                let start = out.len();
                 push_json_string(out, value);
+                let (quoted, inner) = (start..out.len(), start + 1..out.len() - 1);
+                let repeated = meta[..i].iter().any(|(k, _)| k == key);
+                if let Some(placed) = placed.as_mut().filter(|_| plain(value) && !repeated) {
+                    match *key {
+                        "traceparent" => placed.traceparent = Some(Text::Span(inner)),
+                        "tracestate" => placed.tracestate = Some(Text::Span(inner)),
+                        "baggage" => placed.baggage = Some(Text::Span(inner)),
+                        "progressToken" => placed.progress_token = Some(quoted),
+                        _ => {}
+                    }
+                } else {
+                    placed = None;
+                }
             }
             out.push(b'}');
         }
@@ -713,8 +742,16 @@ impl Message {
         let new_end = out.len();
         out.extend_from_slice(&raw[range.end..]);
         let mut fields = self.0.moved(range.end, new_end);
-        let peeked = std::str::from_utf8(&out[range.start..new_end])
-            .is_ok_and(|p| fields.peek_params(p, out.as_ptr() as usize).is_ok());
+        let peeked = match placed {
+            Some(placed) => {
+                fields.tool_name = tool_name;
+                fields.meta = placed;
+                fields.params = Some(range.start..new_end);
+                true
+            }
+            None => std::str::from_utf8(&out[range.start..new_end])
+                .is_ok_and(|p| fields.peek_params(p, out.as_ptr() as usize).is_ok()),
+        };
         if !peeked {
             out.clear();
             return None;
@@ -768,6 +805,35 @@ fn object_members(object: &str) -> Option<Vec<(&str, &RawValue)>> {
 fn push_json_string(out: &mut Vec<u8>, s: &str) {
     // serde_json escapes exactly as JSON requires; writing into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Whether these bytes are valid inside a JSON string as they are (no escapes needed): then a
+/// peeked string's place is its bytes, and a log writer copies them.
+pub fn needs_no_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES * 0x80;
+    // Eight bytes a step: whether any is a control byte, a quote or a backslash.
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(word);
+        let w = u64::from_le_bytes(eight);
+        if w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0
+            || has_zero(w ^ (ONES * u64::from(b'"')))
+            || has_zero(w ^ (ONES * u64::from(b'\\')))
+        {
+            return false;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
+}
+
+fn plain(text: &str) -> bool {
+    needs_no_escape(text.as_bytes())
 }
 
 /// The new value of an object member.
@@ -1018,13 +1084,26 @@ mod tests {
         ];
         for input in inputs {
             let m = parse(input).unwrap();
-            let out = m.with_params(&[("name", r#""t""#)], &[("traceparent", "00-new")]);
-            assert_eq!(
-                out,
-                parse(std::str::from_utf8(out.raw()).unwrap()).unwrap(),
-                "{input}"
-            );
-            assert_eq!(out.id_raw(), m.id_raw(), "{input}");
+            let every_meta = [
+                ("progressToken", "p"),
+                ("tracestate", "k=v"),
+                ("baggage", "b"),
+                ("x", "y"),
+                ("traceparent", "00-new"),
+            ];
+            for meta in [
+                &[("traceparent", "00-new")][..],
+                &every_meta,
+                &[("traceparent", "a\"b")],
+            ] {
+                let out = m.with_params(&[("name", r#""t""#)], meta);
+                assert_eq!(
+                    out,
+                    parse(std::str::from_utf8(out.raw()).unwrap()).unwrap(),
+                    "{input}"
+                );
+                assert_eq!(out.id_raw(), m.id_raw(), "{input}");
+            }
         }
     }
 
@@ -1073,6 +1152,18 @@ mod tests {
                 &mut Vec::new(),
             );
             assert!(spliced.is_none(), "{input}");
+        }
+    }
+
+    #[test]
+    fn the_word_scan_finds_every_byte_that_needs_escaping_at_every_place() {
+        for byte in 0..=255u8 {
+            for place in 0..17 {
+                let mut bytes = vec![b'a'; 17];
+                bytes[place] = byte;
+                let naive = bytes.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\');
+                assert_eq!(needs_no_escape(&bytes), naive, "{byte:#x} at {place}");
+            }
         }
     }
 

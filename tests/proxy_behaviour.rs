@@ -276,6 +276,30 @@ async fn a_slow_backend_times_out_and_is_told_to_stop() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_http_backend_times_out_and_is_told_to_stop() {
+    // The POST of a call to a Streamable HTTP backend runs under the call's deadline.
+    let (_demo, demo) = support::processes::demo_http().await;
+    let gw = gateway(&format!(
+        "backends:\n  - {{namespace: slow, transport: streamable_http, url: 'http://{demo}/mcp', timeout_secs: 1}}\n"
+    ))
+    .await;
+    let mut ws = WsClient::connect(gw.addr).await;
+    let started = Instant::now();
+    let resp = ws.call(1, "slow__sleep", json!({"ms": 10000})).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered at the timeout"
+    );
+    assert_eq!(resp["error"]["code"], -32008, "{resp}");
+    assert_eq!(resp["error"]["data"]["error_type"], "timeout");
+    assert_eq!(
+        text(&ws.call(2, "slow__cancellations", json!({})).await),
+        "1",
+        "the backend was told to stop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_a_backends_stdout_is_dropped_and_counted() {
     let gw = gateway(&stdio_backends(&["g"], "")).await;
     let mut ws = WsClient::connect(gw.addr).await;

@@ -404,15 +404,33 @@ impl BackendClient {
             tx: tx.clone(),
             armed: true,
         };
-        if tx.send(outgoing).await.is_err() {
-            guard.armed = false;
-            lock(&self.shared.pending).remove(&id);
-            return Err(unavailable(
-                format!("backend {} connection lost", self.shared.namespace.as_str()),
-                false,
-            ));
-        }
-        let answer = match tokio::time::timeout(self.shared.timeout, reply_rx).await {
+        // One deadline for sending and answering: an HTTP backend's POST is the whole call. The
+        // answer may come before the POST ends (an SSE stream left open): then it is enough.
+        let send = tx.send_call(outgoing);
+        tokio::pin!(send, reply_rx);
+        let exchange = async {
+            tokio::select! {
+                biased;
+                sent = &mut send => match sent {
+                    Ok(()) => Some((&mut reply_rx).await),
+                    Err(_) => None,
+                },
+                reply = &mut reply_rx => Some(reply),
+            }
+        };
+        let answer = match tokio::time::timeout(self.shared.timeout, exchange).await {
+            Ok(Some(reply)) => Ok(reply),
+            Ok(None) => {
+                guard.armed = false;
+                lock(&self.shared.pending).remove(&id);
+                return Err(unavailable(
+                    format!("backend {} connection lost", self.shared.namespace.as_str()),
+                    false,
+                ));
+            }
+            Err(elapsed) => Err(elapsed),
+        };
+        let answer = match answer {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(unavailable(
                 format!("backend {} connection lost", self.shared.namespace.as_str()),

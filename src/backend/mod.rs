@@ -37,8 +37,9 @@ pub enum Inbound {
 pub enum PipeTx {
     /// A queue the transport's writer drains (stdio, WebSocket, legacy SSE).
     Queue(mpsc::Sender<Message>),
-    /// A Streamable HTTP session: each message is POSTed at once, on a task of its own, with no
-    /// queue or writer task in between (an idle session holds neither).
+    /// A Streamable HTTP session: each message is POSTed at once, a call's in the caller's task
+    /// and any other on a task of its own, with no queue or writer task in between (an idle
+    /// session holds neither).
     Post(Arc<streamable_http::Poster>),
 }
 
@@ -48,6 +49,16 @@ impl PipeTx {
         match self {
             PipeTx::Queue(tx) => tx.send(msg).await.map_err(|e| e.0),
             PipeTx::Post(poster) => poster.post(msg),
+        }
+    }
+
+    /// Sends a call's request. A Streamable HTTP POST runs to its end in the caller's task (its
+    /// caller waits for this answer anyway: no task of its own, no wake-up of another worker),
+    /// so the answer is in the inbox when this returns; the other transports queue it.
+    pub async fn send_call(&self, msg: Message) -> Result<(), Message> {
+        match self {
+            PipeTx::Queue(tx) => tx.send(msg).await.map_err(|e| e.0),
+            PipeTx::Post(poster) => poster.post_here(msg).await,
         }
     }
 

@@ -129,13 +129,26 @@ enum Handshake {
     Done,
 }
 
-/// The sending side of one backend session: every message is POSTed on a task of its own, so
-/// that a slow answer never holds up the others. Dropping it ends the session (DELETE).
+/// The sending side of one backend session: a call's POST runs in the calling task, every
+/// other message's on a task of its own; no POST waits for another, so a slow answer never
+/// holds up the others. Dropping it ends the session (DELETE).
 pub struct Poster {
     link: Link,
 }
 
 impl Poster {
+    /// Posts a request in the caller's task, after the handshake if it is being posted.
+    pub(super) async fn post_here(&self, msg: Message) -> Result<(), Message> {
+        if self.link.incoming.is_closed() {
+            return Err(msg);
+        }
+        if self.link.lock_state().handshake == Handshake::Posting {
+            self.link.handshake_done().await;
+        }
+        self.link.post(msg).await;
+        Ok(())
+    }
+
     pub(super) fn post(&self, msg: Message) -> Result<(), Message> {
         if self.link.incoming.is_closed() {
             return Err(msg);

@@ -138,9 +138,9 @@ impl Visit for Carried<'_> {
         }
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if let Some(to) = Self::carried(field) {
+        if let Some(index) = Self::carried(field) {
             // Trace and span ids are hex: formatted in place, escaped only if they need it.
-            self.put(to, |json| json_display(json, value));
+            self.put(index, |json| json_display(json, value));
         }
     }
 }

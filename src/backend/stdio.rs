@@ -151,7 +151,7 @@ fn spawn(config: &BackendConfig, max_line: usize, incoming: Inbox) -> Result<Pip
                             // One huge message must not pin its buffer for the child's lifetime.
                             batch = Vec::with_capacity(8 * 1024);
                         }
-                                                batch.clear();
+                        batch.clear();
                         batch.extend_from_slice(first.raw());
                         batch.push(b'\n');
                         if outgoing.is_empty() {

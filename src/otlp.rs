@@ -75,6 +75,18 @@ const NOT_ATTRIBUTES: [&str; 6] = [
     "error.type",
 ];
 
+/// Reads a span's `sampled` field.
+struct Sampled(bool);
+
+impl tracing::field::Visit for Sampled {
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        if field.name() == "sampled" {
+            self.0 = value;
+        }
+    }
+    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+}
+
 impl<S> Layer<S> for OtlpLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -82,6 +94,13 @@ where
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let name = attrs.metadata().name();
         if name != "mcp.server" && name != "mcp.client" {
+            return;
+        }
+        // Most spans are not sampled: nothing is collected for them (a map of every field was
+        // built for each request's span only to be dropped when it closed).
+        let mut sampled = Sampled(false);
+        attrs.record(&mut sampled);
+        if !sampled.0 {
             return;
         }
         let mut fields = Map::new();
@@ -108,9 +127,7 @@ where
             return;
         };
         let f = &open.fields;
-        if f.get("sampled") != Some(&Value::Bool(true)) {
-            return;
-        }
+
         let (Some(trace_id), Some(span_id)) =
             (hex::<16>(f.get("trace_id")), hex::<8>(f.get("span_id")))
         else {

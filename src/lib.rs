@@ -70,3 +70,17 @@ pub async fn run(
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Resolves once `done` holds; whoever makes it hold calls `notify.notify_waiters()`.
+pub(crate) async fn wait_until(notify: &tokio::sync::Notify, done: impl Fn() -> bool) {
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        // Registered before `done` is read, so a wake-up in between is not missed.
+        notified.as_mut().enable();
+        if done() {
+            return;
+        }
+        notified.await;
+    }
+}

@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use serde_json::{Map, Value};
 
 use crate::lock;
-use mcp_gateway_layers::jsonrpc::needs_no_escape;
+use mcp_gateway_layers::jsonrpc::{needs_no_escape, push_json_string};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
@@ -81,20 +81,6 @@ impl Visit for Collect<'_> {
     }
 }
 
-/// Appends `value` to `out` as a JSON string.
-fn json_str(out: &mut Vec<u8>, value: &str) {
-    // Most values (ids, names, methods) need no escaping: one scan, one copy.
-    if needs_no_escape(value.as_bytes()) {
-        out.reserve(value.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(value.as_bytes());
-        out.push(b'"');
-    } else {
-        // Writing into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, value);
-    }
-}
-
 /// Appends a formatted value to `out` as a JSON string, formatted in place when it needs no
 /// escaping (addresses, numbers), else escaped from a copy.
 fn json_display(out: &mut Vec<u8>, value: &dyn std::fmt::Debug) {
@@ -107,7 +93,7 @@ fn json_display(out: &mut Vec<u8>, value: &dyn std::fmt::Debug) {
     } else {
         let text = String::from_utf8_lossy(&out[start + 1..]).into_owned();
         out.truncate(start);
-        json_str(out, &text);
+        push_json_string(out, &text);
     }
 }
 
@@ -134,7 +120,7 @@ impl Carried<'_> {
 impl Visit for Carried<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if let Some(index) = Self::carried(field) {
-            self.put(index, |json| json_str(json, value));
+            self.put(index, |json| push_json_string(json, value));
         }
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
@@ -169,7 +155,7 @@ impl Visit for EventFields<'_> {
         if field.name() == "message" {
             self.message = Some(value.to_owned());
         } else if self.key(field) {
-            json_str(self.out, value);
+            push_json_string(self.out, value);
         }
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
@@ -202,7 +188,7 @@ impl Visit for EventFields<'_> {
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         if self.key(field) {
-            json_str(self.out, &value.to_string());
+            push_json_string(self.out, &value.to_string());
         }
     }
 }
@@ -245,7 +231,7 @@ where
         line.extend_from_slice(b"\",\"level\":\"");
         line.extend_from_slice(event.metadata().level().as_str().as_bytes());
         line.extend_from_slice(b"\",\"target\":");
-        json_str(&mut line, event.metadata().target());
+        push_json_string(&mut line, event.metadata().target());
         let mut fields = EventFields {
             out: &mut line,
             message: None,
@@ -253,7 +239,7 @@ where
         event.record(&mut fields);
         let message = fields.message.take();
         line.extend_from_slice(b",\"msg\":");
-        json_str(&mut line, message.as_deref().unwrap_or(""));
+        push_json_string(&mut line, message.as_deref().unwrap_or(""));
         // The event's own fields win over spans'; the innermost span that knows a field wins.
         let own = event.metadata().fields();
         // One bit per CARRIED field already written.
@@ -509,7 +495,7 @@ mod tests {
         ] {
             let expected = serde_json::to_string(value).unwrap();
             let mut out = Vec::new();
-            json_str(&mut out, value);
+            push_json_string(&mut out, value);
             assert_eq!(String::from_utf8(out).unwrap(), expected, "{value:?}");
 
             let mut out = b"{".to_vec();

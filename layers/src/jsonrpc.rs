@@ -315,6 +315,13 @@ impl Fields {
         Ok(())
     }
 
+    /// Peeks the `params` object that `buf[at]` holds (a rewrite's new bytes); false when they
+    /// do not peek.
+    fn peek_params_at(&mut self, buf: &[u8], at: Range<usize>) -> bool {
+        std::str::from_utf8(&buf[at])
+            .is_ok_and(|p| self.peek_params(p, buf.as_ptr() as usize).is_ok())
+    }
+
     /// These fields for bytes in which what was at `old_end..` now starts at `new_end`: every
     /// span from there on moves, the others stay.
     fn moved(&self, old_end: usize, new_end: usize) -> Fields {
@@ -643,9 +650,7 @@ impl Message {
             let new_end = out.len();
             out.extend_from_slice(&text.as_bytes()[range.end..]);
             let mut fields = self.0.moved(range.end, new_end);
-            let peeked = std::str::from_utf8(&out[range.start..new_end])
-                .is_ok_and(|p| fields.peek_params(p, out.as_ptr() as usize).is_ok());
-            if peeked {
+            if fields.peek_params_at(&out, range.start..new_end) {
                 fields.raw = Bytes::from(out);
                 return Message(Box::new(fields));
             }
@@ -659,9 +664,7 @@ impl Message {
         // The rewrite keeps the message an object with valid members, so it peeks.
         Message::parse(Bytes::from(out)).unwrap_or_else(|_| self.clone())
     }
-}
 
-impl Message {
     /// The common rewrite of a call without `_meta` (a new tool name, `_meta` added at the end
     /// of `params`) by splicing at the peeked positions, without taking `params` apart; `None`
     /// when the message has another shape.
@@ -701,7 +704,7 @@ impl Message {
                 tool_name = value
                     .strip_prefix('"')
                     .and_then(|v| v.strip_suffix('"'))
-                    .filter(|inner| plain(inner))
+                    .filter(|inner| needs_no_escape(inner.as_bytes()))
                     .map(|inner| Text::Span(at.start + 1..at.start + 1 + inner.len()));
                 if tool_name.is_none() {
                     placed = None;
@@ -724,7 +727,10 @@ impl Message {
                 push_json_string(out, value);
                 let (quoted, inner) = (start..out.len(), start + 1..out.len() - 1);
                 let repeated = meta[..i].iter().any(|(k, _)| k == key);
-                if let Some(placed) = placed.as_mut().filter(|_| plain(value) && !repeated) {
+                if let Some(placed) = placed
+                    .as_mut()
+                    .filter(|_| needs_no_escape(value.as_bytes()) && !repeated)
+                {
                     match *key {
                         "traceparent" => placed.traceparent = Some(Text::Span(inner)),
                         "tracestate" => placed.tracestate = Some(Text::Span(inner)),
@@ -749,8 +755,7 @@ impl Message {
                 fields.params = Some(range.start..new_end);
                 true
             }
-            None => std::str::from_utf8(&out[range.start..new_end])
-                .is_ok_and(|p| fields.peek_params(p, out.as_ptr() as usize).is_ok()),
+            None => fields.peek_params_at(out, range.start..new_end),
         };
         if !peeked {
             out.clear();
@@ -802,13 +807,22 @@ fn object_members(object: &str) -> Option<Vec<(&str, &RawValue)>> {
         .map(|m| m.0)
 }
 
-fn push_json_string(out: &mut Vec<u8>, s: &str) {
-    // serde_json escapes exactly as JSON requires; writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+/// Appends `s` to `out` as a JSON string.
+pub fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    // Most strings (ids, names, methods) need no escaping: one scan, one copy.
+    if needs_no_escape(s.as_bytes()) {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // serde_json escapes exactly as JSON requires; writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
 }
 
 /// Whether these bytes are valid inside a JSON string as they are (no escapes needed): then a
-/// peeked string's place is its bytes, and a log writer copies them.
+/// peeked string's place is its bytes, and a writer copies them.
 pub fn needs_no_escape(bytes: &[u8]) -> bool {
     const ONES: u64 = u64::MAX / 255;
     const HIGH: u64 = ONES * 0x80;
@@ -830,10 +844,6 @@ pub fn needs_no_escape(bytes: &[u8]) -> bool {
         .remainder()
         .iter()
         .all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
-}
-
-fn plain(text: &str) -> bool {
-    needs_no_escape(text.as_bytes())
 }
 
 /// The new value of an object member.

@@ -20,7 +20,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use super::{Connector, Inbound, PipeTx};
 use crate::config::{BackendConfig, BackendTransport};
-use crate::lock;
+use crate::{lock, wait_until};
 
 /// A message a backend sent on its own: a request to the client (sampling, elicitation,
 /// roots) or a notification.
@@ -156,11 +156,7 @@ impl Inbox {
         {
             return Some(msg);
         }
-        let waiter = msg
-            .id_raw()
-            .and_then(|id| id.parse::<u64>().ok())
-            .and_then(|id| lock(&self.shared.pending).remove(&id));
-        match waiter {
+        match self.shared.take_waiter(&msg) {
             Some(waiter) => {
                 let _ = waiter.send(Ok(msg));
                 None
@@ -242,16 +238,13 @@ impl Shared {
 
     /// Resolves once the backend is to stop.
     async fn stopped(&self) {
-        loop {
-            let notified = self.stop.notified();
-            tokio::pin!(notified);
-            // Registered before the flag is read, so a stop in between is not missed.
-            notified.as_mut().enable();
-            if self.stopping.load(Ordering::SeqCst) {
-                return;
-            }
-            notified.await;
-        }
+        wait_until(&self.stop, || self.stopping.load(Ordering::SeqCst)).await
+    }
+
+    /// The call waiting for the answer `msg`, taken out of the pending calls.
+    fn take_waiter(&self, msg: &Message) -> Option<oneshot::Sender<Reply>> {
+        let id = msg.id_raw()?.parse::<u64>().ok()?;
+        lock(&self.pending).remove(&id)
     }
 }
 
@@ -550,26 +543,20 @@ fn fail_pending(shared: &Shared, why: &str) {
 async fn deliver(shared: &Shared, events: &EventTarget, inbound: Inbound) {
     match inbound {
         Inbound::Message(msg) => match msg.kind() {
-            Kind::Response | Kind::Error => {
-                let waiter = msg
-                    .id_raw()
-                    .and_then(|id| id.parse::<u64>().ok())
-                    .and_then(|id| lock(&shared.pending).remove(&id));
-                match waiter {
-                    Some(waiter) => {
-                        if shared.events_pending.swap(false, Ordering::SeqCst) {
-                            let (passed, acked) = oneshot::channel();
-                            if send_event(events, BackendEvent::Barrier(passed)).await {
-                                let _ = acked.await;
-                            }
+            Kind::Response | Kind::Error => match shared.take_waiter(&msg) {
+                Some(waiter) => {
+                    if shared.events_pending.swap(false, Ordering::SeqCst) {
+                        let (passed, acked) = oneshot::channel();
+                        if send_event(events, BackendEvent::Barrier(passed)).await {
+                            let _ = acked.await;
                         }
-                        let _ = waiter.send(Ok(msg));
                     }
-                    None => {
-                        tracing::debug!(backend = %shared.namespace.as_str(), id = msg.id_raw(), "answer to no pending call dropped")
-                    }
+                    let _ = waiter.send(Ok(msg));
                 }
-            }
+                None => {
+                    tracing::debug!(backend = %shared.namespace.as_str(), id = msg.id_raw(), "answer to no pending call dropped")
+                }
+            },
             Kind::Request => {
                 shared.events_pending.store(true, Ordering::SeqCst);
                 send_event(events, BackendEvent::Request(shared.index, msg)).await;
@@ -674,8 +661,8 @@ async fn supervise(
             break;
         }
         let connected = tokio::select! {
-                        c = connect(&*connector, &shared) => c,
-                        () = shared.stopped() => break,
+            c = connect(&*connector, &shared) => c,
+            () = shared.stopped() => break,
         };
         match connected {
             Ok(mut pipe) => {
@@ -705,14 +692,14 @@ async fn supervise(
                         shared.metrics.up.get_or_create(&labels).inc();
                         let stop_requested = loop {
                             tokio::select! {
-                                                                next = pipe.recv() => match next {
+                                next = pipe.recv() => match next {
                                     Some(inbound) => {
                                         deliver(&shared, &events, inbound).await;
                                         pipe.delivered();
                                     }
                                     None => break false,
                                 },
-                                                                () = shared.stopped() => break true,
+                                () = shared.stopped() => break true,
                             }
                         };
                         shared.metrics.up.get_or_create(&labels).dec();
@@ -766,8 +753,8 @@ async fn supervise(
         }
         let jittered = backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
         tokio::select! {
-                        () = Box::pin(tokio::time::sleep(jittered)) => {}
-                        () = shared.stopped() => break,
+            () = Box::pin(tokio::time::sleep(jittered)) => {}
+            () = shared.stopped() => break,
         }
         backoff = (backoff * 2).min(Duration::from_millis(restart.backoff_max_ms));
         if first {

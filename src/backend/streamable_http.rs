@@ -17,6 +17,7 @@ use mcp_gateway_layers::sse::SseParser;
 use super::{Connector, Forwarded, Inbound, Inbox, PipeTx, inbound};
 use crate::config::BackendConfig;
 use crate::mcp::{BoxFuture, class_error_response};
+use crate::{lock, wait_until};
 
 // Named once: a header name made from a string at each request is an allocation and a copy.
 const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
@@ -137,18 +138,16 @@ pub struct Poster {
 }
 
 impl Poster {
-    /// Posts a request in the caller's task, after the handshake if it is being posted.
+    /// Posts a request in the caller's task.
     pub(super) async fn post_here(&self, msg: Message) -> Result<(), Message> {
         if self.link.incoming.is_closed() {
             return Err(msg);
         }
-        if self.link.lock_state().handshake == Handshake::Posting {
-            self.link.handshake_done().await;
-        }
-        self.link.post(msg).await;
+        self.link.clone().post_in_order(msg).await;
         Ok(())
     }
 
+    /// Posts on a task of its own; `notifications/initialized` also opens the GET stream.
     pub(super) fn post(&self, msg: Message) -> Result<(), Message> {
         if self.link.incoming.is_closed() {
             return Err(msg);
@@ -176,14 +175,7 @@ impl Poster {
             });
             return Ok(());
         }
-        if link.lock_state().handshake == Handshake::Posting {
-            tokio::spawn(async move {
-                link.handshake_done().await;
-                link.post(msg).await
-            });
-        } else {
-            tokio::spawn(async move { link.post(msg).await });
-        }
+        tokio::spawn(link.post_in_order(msg));
         Ok(())
     }
 }
@@ -211,20 +203,21 @@ impl Connector for StreamableHttpConnector {
 
 impl Link {
     fn lock_state(&self) -> std::sync::MutexGuard<'_, SessionState> {
-        self.session.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.session.state)
     }
 
-    /// Resolves once the backend has accepted `notifications/initialized`.
-    async fn handshake_done(&self) {
-        loop {
-            let notified = self.session.initialized.notified();
-            tokio::pin!(notified);
-            // Registered before the phase is read, so a wake-up in between is not missed.
-            notified.as_mut().enable();
-            if self.lock_state().handshake == Handshake::Done {
-                return;
+    /// Posts `msg`, after `notifications/initialized` if that is being posted as it is sent: the
+    /// backend must see it before anything that follows it.
+    fn post_in_order(self, msg: Message) -> impl Future<Output = ()> + Send + 'static {
+        let after_handshake = self.lock_state().handshake == Handshake::Posting;
+        async move {
+            if after_handshake {
+                wait_until(&self.session.initialized, || {
+                    self.lock_state().handshake == Handshake::Done
+                })
+                .await;
             }
-            notified.await;
+            self.post(msg).await
         }
     }
 

@@ -374,24 +374,22 @@ fn main() -> Result<(), Error> {
                 let mut direct_rps = Vec::new();
                 let mut gateway_runs = Vec::new();
                 for _ in 0..rounds {
-                    {
-                        let run = Run {
-                            load: &load_exe,
-                            url: echo_url.clone(),
-                            transport: direct,
-                            tool: "echo",
-                            concurrency,
-                            payload,
-                            seconds,
-                            command: (*direct == "stdio").then_some(echo_stdio.as_str()),
-                        };
-                        let result = load(&run)?;
-                        eprintln!(
-                            "{}",
-                            serde_json::json!({"scenario": name, "via": "direct", "result": result})
-                        );
-                        direct_rps.push(result["rps"].as_f64().unwrap_or(0.0));
-                    }
+                    let run = Run {
+                        load: &load_exe,
+                        url: echo_url.clone(),
+                        transport: direct,
+                        tool: "echo",
+                        concurrency,
+                        payload,
+                        seconds,
+                        command: (*direct == "stdio").then_some(echo_stdio.as_str()),
+                    };
+                    let result = load(&run)?;
+                    eprintln!(
+                        "{}",
+                        serde_json::json!({"scenario": name, "via": "direct", "result": result})
+                    );
+                    direct_rps.push(result["rps"].as_f64().unwrap_or(0.0));
                     let echo_pid = echo_http.id();
                     let backend_cpu = || {
                         if *direct == "http" {

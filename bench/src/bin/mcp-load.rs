@@ -445,13 +445,13 @@ async fn main() -> Result<(), Error> {
     if let Some(count) = opts.idle {
         return hold_idle(&opts, count).await;
     }
-    let mut ws_sessions: Vec<Arc<Multiplexed>> = Vec::new();
+    let mut multiplexed_sessions: Vec<Arc<Multiplexed>> = Vec::new();
     for _ in 0..opts.sessions {
         match opts.transport.as_str() {
-            "ws" => ws_sessions.push(Arc::new(ws_session(&opts.url).await?)),
+            "ws" => multiplexed_sessions.push(Arc::new(ws_session(&opts.url).await?)),
             "stdio" => {
                 let command = opts.command.as_deref().ok_or("stdio needs --command")?;
-                ws_sessions.push(Arc::new(stdio_session(command).await?));
+                multiplexed_sessions.push(Arc::new(stdio_session(command).await?));
             }
             _ => {}
         }
@@ -474,13 +474,13 @@ async fn main() -> Result<(), Error> {
     for w in 0..opts.concurrency {
         let opts = opts.clone();
         let (next_id, errors, issued) = (next_id.clone(), errors.clone(), issued.clone());
-        let ws = ws_sessions.get(w % opts.sessions.max(1)).cloned();
+        let multiplexed = multiplexed_sessions.get(w % opts.sessions.max(1)).cloned();
         let session = http_sessions.get(w % opts.sessions.max(1)).cloned();
         let sse = sse_sessions.get(w % opts.sessions.max(1)).cloned();
         workers.push(tokio::spawn(async move {
             let mut histogram =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-            let mut conn = match &ws {
+            let mut conn = match &multiplexed {
                 Some(_) => None,
                 None => Some(http_connection(&opts.url).await.expect("connect")),
             };
@@ -501,8 +501,8 @@ async fn main() -> Result<(), Error> {
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
                 let body = call(id, &opts.tool_json, &opts.payload_json);
                 let sent = Instant::now();
-                let answer = match (&ws, &sse, conn.as_mut()) {
-                    (Some(ws), _, _) => ws.request(id, body).await,
+                let answer = match (&multiplexed, &sse, conn.as_mut()) {
+                    (Some(session), _, _) => session.request(id, body).await,
                     (None, Some(sse), Some(conn)) => sse.request(conn, id, body).await,
                     (None, None, Some(conn)) => {
                         post(conn, &opts.url, session.as_deref(), accept, body)

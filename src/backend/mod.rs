@@ -6,6 +6,7 @@
 //! (crash-loop protection).
 
 mod client;
+mod http1;
 mod sse;
 mod stdio;
 mod streamable_http;
@@ -18,6 +19,7 @@ use mcp_gateway_layers::jsonrpc::Message;
 use tokio::sync::mpsc;
 
 pub use client::{BackendClient, BackendEvent, BackendMetrics, EventTarget, Inbox, ProgressRoute};
+pub use http1::HttpPool;
 pub use stdio::wait_for_children;
 
 use crate::config::{BackendConfig, BackendTransport};
@@ -86,24 +88,6 @@ pub struct Forwarded {
     pub authorization: Option<http::HeaderValue>,
 }
 
-/// The HTTP connections to backends, pooled across every session of a gateway: a session of an
-/// HTTP backend holds a session id, not a connection, so idle sessions cost no socket.
-#[derive(Clone)]
-pub struct HttpPool(streamable_http::HttpClient);
-
-impl HttpPool {
-    /// An empty pool.
-    pub fn new() -> Self {
-        HttpPool(streamable_http::http_client())
-    }
-}
-
-impl Default for HttpPool {
-    fn default() -> Self {
-        HttpPool::new()
-    }
-}
-
 /// The connector for `config`; HTTP transports take their connections from `pool`.
 pub fn connector(
     config: Arc<BackendConfig>,
@@ -112,7 +96,7 @@ pub fn connector(
     pool: &HttpPool,
 ) -> Arc<dyn Connector> {
     let http = |config| {
-        streamable_http::HttpTarget::new(config, max_message_bytes, &forwarded, pool.0.clone())
+        streamable_http::HttpTarget::new(config, max_message_bytes, &forwarded, pool.clone())
     };
     match config.transport {
         BackendTransport::Stdio => Arc::new(stdio::StdioConnector::new(config, max_message_bytes)),

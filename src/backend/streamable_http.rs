@@ -5,36 +5,16 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use mcp_gateway_layers::classify::{Component, ErrorClass, classify_error};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use mcp_gateway_layers::classify::{Component, ErrorClass, ErrorType, classify_error};
 use mcp_gateway_layers::jsonrpc::{Kind, Message};
 use mcp_gateway_layers::sse::SseParser;
 
+use super::http1::{Body, Endpoint, HttpPool, Request};
 use super::{Connector, Forwarded, Inbound, Inbox, PipeTx, inbound};
 use crate::config::BackendConfig;
 use crate::mcp::{BoxFuture, class_error_response};
 use crate::{lock, wait_until};
-
-// Named once: a header name made from a string at each request is an allocation and a copy.
-const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
-const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
-
-pub(super) type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-pub(super) fn http_client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    // Small request, small answer: Nagle's algorithm could only hold a write back.
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(64)
-        .build(connector)
-}
 
 /// The configured headers plus a forwarded `Authorization`, ready to copy onto requests.
 pub(super) fn base_headers(config: &BackendConfig, forwarded: &Forwarded) -> HeaderMap {
@@ -59,24 +39,27 @@ pub(super) fn base_headers(config: &BackendConfig, forwarded: &Forwarded) -> Hea
 }
 
 /// The trace context the gateway wrote into `params._meta`, also as W3C headers.
-pub(super) fn trace_headers(msg: &Message, headers: &mut HeaderMap) {
+pub(super) fn trace_headers(msg: &Message, request: &mut Request<'_>) {
     for (name, value) in [
-        (TRACEPARENT, msg.meta_traceparent()),
-        (TRACESTATE, msg.meta_tracestate()),
+        ("traceparent", msg.meta_traceparent()),
+        ("tracestate", msg.meta_tracestate()),
     ] {
-        if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
-            headers.insert(name, value);
+        // Only what a header value may hold is passed on.
+        if let Some(value) = value.filter(|v| HeaderValue::from_str(v).is_ok()) {
+            request.header(name, value.as_bytes());
         }
     }
 }
 
-/// What both HTTP transports need to reach a backend: its configuration, the message size
-/// limit, the headers every request carries, and the gateway's connection pool.
+/// What both HTTP transports need to reach a backend: its configuration and URL, the message
+/// size limit, the headers every request carries, and the gateway's connection pool.
 pub(super) struct HttpTarget {
     pub(super) config: Arc<BackendConfig>,
+    /// The configured URL, or why it cannot be used.
+    pub(super) endpoint: Result<Endpoint, String>,
     pub(super) max_message_bytes: usize,
     pub(super) headers: HeaderMap,
-    pub(super) client: HttpClient,
+    pub(super) pool: HttpPool,
 }
 
 impl HttpTarget {
@@ -84,13 +67,14 @@ impl HttpTarget {
         config: Arc<BackendConfig>,
         max_message_bytes: usize,
         forwarded: &Forwarded,
-        client: HttpClient,
+        pool: HttpPool,
     ) -> Self {
         HttpTarget {
             headers: base_headers(&config, forwarded),
+            endpoint: Endpoint::parse(config.url.as_deref().unwrap_or_default()),
             config,
             max_message_bytes,
-            client,
+            pool,
         }
     }
 }
@@ -191,6 +175,10 @@ impl Drop for Poster {
 
 impl Connector for StreamableHttpConnector {
     fn connect(&self, inbox: Inbox) -> BoxFuture<Result<PipeTx, String>> {
+        if let Err(e) = &self.0.endpoint {
+            let e = e.clone();
+            return Box::pin(async move { Err(e) });
+        }
         let link = Link {
             target: self.0.clone(),
             session: Arc::default(),
@@ -221,23 +209,20 @@ impl Link {
         }
     }
 
-    fn request(&self, method: Method) -> http::request::Builder {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(self.target.config.url.as_deref().unwrap_or_default());
-        if let Some(headers) = req.headers_mut() {
-            for (name, value) in &self.target.headers {
-                headers.insert(name, value.clone());
-            }
-            let state = self.lock_state();
-            if let Some(id) = &state.session_id {
-                headers.insert(MCP_SESSION_ID, id.clone());
-            }
-            if let Some(version) = &state.protocol_version {
-                headers.insert(MCP_PROTOCOL_VERSION, version.clone());
-            }
+    /// A request to the backend with the headers every one carries: the configured ones, the
+    /// session id and the negotiated protocol version. `None` when the URL cannot be used.
+    fn request(&self, method: &str) -> Option<Request<'_>> {
+        let mut request = Request::new(method, self.target.endpoint.as_ref().ok()?);
+        request.headers(&self.target.headers);
+        let state = self.lock_state();
+        if let Some(id) = &state.session_id {
+            request.header("mcp-session-id", id.as_bytes());
         }
-        req
+        if let Some(version) = &state.protocol_version {
+            request.header("mcp-protocol-version", version.as_bytes());
+        }
+        drop(state);
+        Some(request)
     }
 
     /// The answer to a request that failed before the backend could answer it.
@@ -250,27 +235,20 @@ impl Link {
     }
 
     async fn post(&self, msg: Message) {
-        let mut req = self
-            .request(Method::POST)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::ACCEPT, "application/json, text/event-stream");
-        if let Some(headers) = req.headers_mut() {
-            trace_headers(&msg, headers);
-        }
-        let req = req.body(Full::new(msg.raw().clone()));
-        let Ok(req) = req else {
-            return self
-                .fail(
-                    &msg,
-                    ErrorClass::new(
-                        mcp_gateway_layers::classify::ErrorType::Internal,
-                        Component::Gateway,
-                    ),
-                    "invalid request",
-                )
-                .await;
+        let Some(mut req) = self.request("POST") else {
+            let why = self
+                .target
+                .endpoint
+                .as_ref()
+                .err()
+                .map_or("", String::as_str);
+            let class = ErrorClass::new(ErrorType::Internal, Component::Gateway);
+            return self.fail(&msg, class, why).await;
         };
-        let resp = match self.target.client.request(req).await {
+        req.header("content-type", b"application/json")
+            .header("accept", b"application/json, text/event-stream");
+        trace_headers(&msg, &mut req);
+        let resp = match self.target.pool.send(req, msg.raw()).await {
             Ok(resp) => resp,
             Err(e) => {
                 return self
@@ -278,58 +256,37 @@ impl Link {
                     .await;
             }
         };
-        let status = resp.status();
+        let status = resp.status;
         if status == StatusCode::NOT_FOUND && self.lock_state().session_id.is_some() {
             // The backend forgot our session: end the pipe; the supervisor reconnects and re-initializes.
             tracing::warn!(backend = %self.target.config.namespace, "backend session expired");
-            self.fail(
-                &msg,
-                ErrorClass::new(
-                    mcp_gateway_layers::classify::ErrorType::Unavailable,
-                    Component::Backend,
-                ),
-                "backend session expired",
-            )
-            .await;
-            return;
+            let class = ErrorClass::new(ErrorType::Unavailable, Component::Backend);
+            return self.fail(&msg, class, "backend session expired").await;
         }
         if let Some(class) = ErrorClass::from_http_status(status, Component::Backend) {
             return self
                 .fail(&msg, class, &format!("backend answered HTTP {status}"))
                 .await;
         }
-        if msg.method_name() == Some("initialize") {
-            if let Some(id) = resp.headers().get("mcp-session-id") {
+        let is_initialize = msg.method_name() == Some("initialize");
+        if is_initialize {
+            if let Some(id) = &resp.session_id {
+                // A copy: the answer's value shares the connection's read buffer.
                 self.lock_state().session_id = HeaderValue::from_bytes(id.as_bytes()).ok();
             }
         }
-        let is_sse = resp
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        if status == StatusCode::ACCEPTED || msg.kind() != Kind::Request && !is_sse {
+        if status == StatusCode::ACCEPTED || msg.kind() != Kind::Request && !resp.event_stream {
             return;
         }
-        let is_initialize = msg.method_name() == Some("initialize");
-        if is_sse {
-            self.read_events(resp.into_body(), is_initialize).await;
+        if resp.event_stream {
+            self.read_events(resp.body, is_initialize).await;
         } else {
-            match http_body_util::Limited::new(resp.into_body(), self.target.max_message_bytes)
-                .collect()
-                .await
-            {
-                Ok(body) => self.deliver(body.to_bytes(), is_initialize).await,
+            match resp.body.collect(self.target.max_message_bytes).await {
+                Ok(body) => self.deliver(body, is_initialize).await,
                 Err(e) => {
-                    self.fail(
-                        &msg,
-                        ErrorClass::new(
-                            mcp_gateway_layers::classify::ErrorType::BackendProtocol,
-                            Component::Backend,
-                        ),
-                        &format!("reading the answer failed: {e}"),
-                    )
-                    .await
+                    let class = ErrorClass::new(ErrorType::BackendProtocol, Component::Backend);
+                    self.fail(&msg, class, &format!("reading the answer failed: {e}"))
+                        .await
                 }
             }
         }
@@ -350,15 +307,11 @@ impl Link {
         let _ = self.incoming.send(parsed).await;
     }
 
-    async fn read_events(&self, mut body: hyper::body::Incoming, is_initialize: bool) {
+    async fn read_events(&self, mut body: Body, is_initialize: bool) {
         let mut parser = SseParser::new(self.target.max_message_bytes);
-        while let Some(frame) = body.frame().await {
-            let Ok(frame) = frame else { break };
-            let Some(data) = frame.data_ref() else {
-                continue;
-            };
+        while let Ok(Some(data)) = body.chunk().await {
             let mut events = Vec::new();
-            if let Err(e) = parser.feed(data, &mut |event| events.push(event)) {
+            if let Err(e) = parser.feed(&data, &mut |event| events.push(event)) {
                 let _ = self
                     .incoming
                     .send(Inbound::Garbage(e.to_string().into()))
@@ -375,17 +328,14 @@ impl Link {
 
     /// The GET stream for messages the backend sends on its own; absent when it answers 405.
     async fn listen(&self) {
-        let req = self
-            .request(Method::GET)
-            .header(http::header::ACCEPT, "text/event-stream")
-            .body(Full::default());
-        let Ok(req) = req else { return };
-        match self.target.client.request(req).await {
-            Ok(resp) if resp.status().is_success() => {
-                self.read_events(resp.into_body(), false).await
-            }
+        let Some(mut req) = self.request("GET") else {
+            return;
+        };
+        req.header("accept", b"text/event-stream");
+        match self.target.pool.send(req, &[]).await {
+            Ok(resp) if resp.status.is_success() => self.read_events(resp.body, false).await,
             Ok(resp) => {
-                tracing::debug!(backend = %self.target.config.namespace, status = %resp.status(), "backend offers no GET stream")
+                tracing::debug!(backend = %self.target.config.namespace, status = %resp.status, "backend offers no GET stream")
             }
             Err(e) => {
                 tracing::debug!(backend = %self.target.config.namespace, error = %e, "backend GET stream failed")
@@ -397,12 +347,14 @@ impl Link {
         if self.lock_state().session_id.is_none() {
             return;
         }
-        if let Ok(req) = self.request(Method::DELETE).body(Full::default()) {
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_secs(2),
-                self.target.client.request(req),
-            )
-            .await;
+        if let Some(req) = self.request("DELETE") {
+            let ended = async {
+                // Read to its end, so that the connection can serve again.
+                if let Ok(resp) = self.target.pool.send(req, &[]).await {
+                    let _ = resp.body.collect(self.target.max_message_bytes).await;
+                }
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ended).await;
         }
     }
 }

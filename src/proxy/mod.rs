@@ -67,7 +67,7 @@ impl Gateway {
             .iter()
             .map(|_| std::sync::OnceLock::new())
             .collect();
-        let http_pool = HttpPool::new();
+        let http_pool = HttpPool::default();
         let connectors = backends
             .iter()
             .map(|b| {

@@ -198,9 +198,20 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let mut fields = SpanFields::default();
-        attrs.record(&mut Carried(&mut fields));
         // Spans without a carried field (most of the libraries') get nothing stored.
+        let fields_of_span = attrs.metadata().fields();
+        if !fields_of_span
+            .iter()
+            .any(|f| Carried::carried(&f).is_some())
+        {
+            return;
+        }
+        let mut fields = SpanFields {
+            // Room for the five carried fields of a request's span: one allocation.
+            json: Vec::with_capacity(128),
+            ..SpanFields::default()
+        };
+        attrs.record(&mut Carried(&mut fields));
         if fields.at.iter().any(Option::is_some) {
             if let Some(span) = ctx.span(id) {
                 span.extensions_mut().insert(fields);

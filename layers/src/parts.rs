@@ -176,7 +176,8 @@ impl SessionId {
         if let Some(id) = req.extensions().get::<SessionId>() {
             return Some(id.0.clone());
         }
-        let header = req.headers()?.get("mcp-session-id")?.to_str().ok()?;
+        const MCP_SESSION_ID: http::HeaderName = http::HeaderName::from_static("mcp-session-id");
+        let header = req.headers()?.get(MCP_SESSION_ID)?.to_str().ok()?;
         Some(Arc::from(header))
     }
 }

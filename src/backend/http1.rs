@@ -77,7 +77,8 @@ pub(super) struct Request<'a> {
 
 impl<'a> Request<'a> {
     pub(super) fn new(method: &str, endpoint: &'a Endpoint) -> Self {
-        let mut head = Vec::with_capacity(256);
+        // Room for the usual headers and a small body: one allocation.
+        let mut head = Vec::with_capacity(1024);
         for part in [
             method,
             " ",
@@ -283,7 +284,7 @@ async fn read_head(conn: &mut Conn) -> io::Result<Head> {
                 let length = std::str::from_utf8(value)
                     .ok()
                     .and_then(|v| v.trim().parse().ok())
-                    .ok_or(invalid("invalid content-length"))?;
+                    .ok_or_else(|| invalid("invalid content-length"))?;
                 if head.content_length.is_some_and(|l| l != length) {
                     return Err(invalid("conflicting content-length"));
                 }
@@ -425,7 +426,8 @@ impl Body {
             Chunked::Size => {
                 let line = take_line(conn).await?;
                 let digits = line.split(|&b| b == b';').next().unwrap_or_default();
-                let size = parse_hex(digits.trim_ascii()).ok_or(invalid("invalid chunk size"))?;
+                let size =
+                    parse_hex(digits.trim_ascii()).ok_or_else(|| invalid("invalid chunk size"))?;
                 self.framing = Framing::Chunked(if size == 0 {
                     Chunked::Trailers
                 } else {

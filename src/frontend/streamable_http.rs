@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use mcp_gateway_layers::classify::ErrorType;
 use mcp_gateway_layers::jsonrpc::{Kind, McpMethod};
@@ -18,6 +18,10 @@ use super::body::{ChannelBody, ResponseBody, as_event, as_is, full, sse_event, s
 use super::{Frontend, client_error, context};
 use crate::lock;
 use crate::mcp::{ClientTransport, Outbox, SUPPORTED_PROTOCOL_VERSIONS, Session};
+
+// Named once: a lookup by a string parses the name every time.
+const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 
 /// The server's own messages for one session, numbered, the last few kept for resumption.
 struct EventLog {
@@ -175,7 +179,7 @@ impl Frontend {
         headers: &http::HeaderMap,
         started: Instant,
     ) -> Result<(String, Arc<Entry>), Box<Response<ResponseBody>>> {
-        if let Some(version) = headers.get("mcp-protocol-version") {
+        if let Some(version) = headers.get(MCP_PROTOCOL_VERSION) {
             let supported = version
                 .to_str()
                 .is_ok_and(|v| SUPPORTED_PROTOCOL_VERSIONS.contains(&v));
@@ -188,7 +192,7 @@ impl Frontend {
                 )));
             }
         }
-        let Some(id) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) else {
+        let Some(id) = headers.get(MCP_SESSION_ID).and_then(|v| v.to_str().ok()) else {
             let class = client_error(ErrorType::Validation, StatusCode::BAD_REQUEST);
             return Err(Box::new(self.refused(
                 &class,

@@ -1,6 +1,6 @@
 use std::task::{Context, Poll};
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use tower::{BoxError, Service};
 use tracing::field::Empty;
 
@@ -13,6 +13,13 @@ pub struct Trace<S> {
     pub(super) inner: S,
     pub(super) sample_ratio: f64,
 }
+
+// Named once: a lookup by a string parses the name every time.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
+const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 
 /// The caller's context: `_meta` first, then HTTP headers; a new root when neither is valid.
 pub(crate) fn incoming_context<R: RequestParts>(req: &R, sample_ratio: f64) -> TraceContext {
@@ -28,21 +35,21 @@ pub(crate) fn incoming_context<R: RequestParts>(req: &R, sample_ratio: f64) -> T
     }
     if let Some(headers) = req.headers() {
         let parent = headers
-            .get("traceparent")
+            .get(TRACEPARENT)
             .and_then(|v| v.to_str().ok())
             .and_then(TraceParent::parse);
         if let Some(parent) = parent {
             return TraceContext::child_of(
                 &parent,
-                headers.get("tracestate").cloned(),
-                headers.get("baggage").cloned(),
+                headers.get(TRACESTATE).cloned(),
+                headers.get(BAGGAGE).cloned(),
             );
         }
     }
     TraceContext::root(sample_ratio)
 }
 
-fn header<'a, R: RequestParts>(req: &'a R, name: &str) -> Option<&'a str> {
+fn header<R: RequestParts>(req: &R, name: HeaderName) -> Option<&str> {
     req.headers()?.get(name)?.to_str().ok()
 }
 
@@ -75,8 +82,8 @@ where
             mcp.method.name = msg.and_then(|m| m.method_name()),
             jsonrpc.request.id = msg.and_then(|m| m.id_raw()),
             gen_ai.tool.name = msg.and_then(|m| m.tool_name()),
-            mcp.session.id = header(&req, "mcp-session-id"),
-            mcp.protocol.version = header(&req, "mcp-protocol-version"),
+            mcp.session.id = header(&req, MCP_SESSION_ID),
+            mcp.protocol.version = header(&req, MCP_PROTOCOL_VERSION),
             network.transport = "tcp",
             error.type = Empty,
         );

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::lock;
 use mcp_gateway_layers::jsonrpc::{needs_no_escape, push_json_string};
+use mcp_gateway_layers::metrics::{REQUEST_LOG_TARGET, RequestLogRecord, RequestLogSink};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
@@ -236,45 +237,147 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let mut line = Vec::with_capacity(512);
-        line.extend_from_slice(b"{\"timestamp\":\"");
-        rfc3339_now(&mut line);
-        line.extend_from_slice(b"\",\"level\":\"");
-        line.extend_from_slice(event.metadata().level().as_str().as_bytes());
-        line.extend_from_slice(b"\",\"target\":");
-        push_json_string(&mut line, event.metadata().target());
-        let mut fields = EventFields {
-            out: &mut line,
-            message: None,
-        };
-        event.record(&mut fields);
-        let message = fields.message.take();
-        line.extend_from_slice(b",\"msg\":");
-        push_json_string(&mut line, message.as_deref().unwrap_or(""));
-        // The event's own fields win over spans'; the innermost span that knows a field wins.
-        let own = event.metadata().fields();
-        // One bit per CARRIED field already written.
-        let mut written = 0u8;
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope {
-                if let Some(carried) = span.extensions().get::<SpanFields>() {
-                    for (name, json, index) in carried.present() {
-                        if written & (1 << index) != 0 || own.field(name).is_some() {
-                            continue;
-                        }
-                        written |= 1 << index;
-                        // Carried names are identifiers: nothing in them needs escaping.
-                        line.extend_from_slice(b",\"");
-                        line.extend_from_slice(name.as_bytes());
-                        line.extend_from_slice(b"\":");
-                        line.extend_from_slice(json);
+        writer().push(&event_line(event, &ctx));
+    }
+}
+
+/// The start of every line: `{"timestamp":…,"level":…,"target":…`.
+fn line_start(level: &tracing::Level, target: &str) -> Vec<u8> {
+    let mut line = Vec::with_capacity(512);
+    line.extend_from_slice(b"{\"timestamp\":\"");
+    rfc3339_now(&mut line);
+    line.extend_from_slice(b"\",\"level\":\"");
+    line.extend_from_slice(level.as_str().as_bytes());
+    line.extend_from_slice(b"\",\"target\":");
+    push_json_string(&mut line, target);
+    line
+}
+
+/// An event's line: its own fields, `msg`, then the carried fields of the spans it is in.
+fn event_line<S>(event: &Event<'_>, ctx: &Context<'_, S>) -> Vec<u8>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let mut line = line_start(event.metadata().level(), event.metadata().target());
+    let mut fields = EventFields {
+        out: &mut line,
+        message: None,
+    };
+    event.record(&mut fields);
+    let message = fields.message.take();
+    line.extend_from_slice(b",\"msg\":");
+    push_json_string(&mut line, message.as_deref().unwrap_or(""));
+    // The event's own fields win over spans'; the innermost span that knows a field wins.
+    let own = event.metadata().fields();
+    // One bit per CARRIED field already written.
+    let mut written = 0u8;
+    if let Some(scope) = ctx.event_scope(event) {
+        for span in scope {
+            if let Some(carried) = span.extensions().get::<SpanFields>() {
+                for (name, json, index) in carried.present() {
+                    if written & (1 << index) != 0 || own.field(name).is_some() {
+                        continue;
                     }
+                    written |= 1 << index;
+                    // Carried names are identifiers: nothing in them needs escaping.
+                    line.extend_from_slice(b",\"");
+                    line.extend_from_slice(name.as_bytes());
+                    line.extend_from_slice(b"\":");
+                    line.extend_from_slice(json);
                 }
             }
         }
-        line.extend_from_slice(b"}\n");
-        writer().push(&line);
     }
+    line.extend_from_slice(b"}\n");
+    line
+}
+
+static REQUEST_LINES_DIRECT: AtomicBool = AtomicBool::new(false);
+
+/// Declares that [`JsonLogLayer`] is the process's only log layer, so that gateways started
+/// afterwards write their request lines with [`JsonRequestLog`]. Without it, they emit `tracing`
+/// events that every layer sees.
+pub fn write_request_lines_directly() {
+    REQUEST_LINES_DIRECT.store(true, Ordering::Relaxed);
+}
+
+/// The sink for request lines, when [`write_request_lines_directly`] was called.
+pub(crate) fn request_log_sink() -> Option<Arc<dyn RequestLogSink>> {
+    REQUEST_LINES_DIRECT
+        .load(Ordering::Relaxed)
+        .then(|| Arc::new(JsonRequestLog) as Arc<dyn RequestLogSink>)
+}
+
+/// Writes each request's `request completed` / `request failed` line straight from its fields,
+/// member for member as [`JsonLogLayer`] writes the `tracing` event, without tracing's per-field
+/// dispatch (the largest cost of a request's logging). For a process whose log layer is
+/// [`JsonLogLayer`] alone: other layers do not see the event. The log filter still decides.
+#[derive(Debug, Default)]
+pub struct JsonRequestLog;
+
+impl RequestLogSink for JsonRequestLog {
+    fn log(&self, record: &RequestLogRecord<'_>) {
+        if filter_admits(record) {
+            writer().push(&request_line(record));
+        }
+    }
+}
+
+/// Whether the log filter lets the request's event through: asked of callsites with the
+/// event's target and level.
+fn filter_admits(record: &RequestLogRecord<'_>) -> bool {
+    if record.failure.is_some() {
+        tracing::enabled!(target: REQUEST_LOG_TARGET, tracing::Level::WARN)
+    } else {
+        tracing::enabled!(target: REQUEST_LOG_TARGET, tracing::Level::INFO)
+    }
+}
+
+/// A request's line, in the order the event's fields are declared.
+fn request_line(record: &RequestLogRecord<'_>) -> Vec<u8> {
+    let mut line = line_start(&record.level(), REQUEST_LOG_TARGET);
+    let mut member = |name: &str, value: Option<&str>| {
+        if let Some(value) = value {
+            line.extend_from_slice(b",\"");
+            line.extend_from_slice(name.as_bytes());
+            line.extend_from_slice(b"\":");
+            push_json_string(&mut line, value);
+        }
+    };
+    member("trace_id", record.trace_id);
+    member("span_id", record.span_id);
+    member("session_id", record.session_id);
+    member("request_id", record.request_id);
+    member("method", Some(record.method));
+    member("namespace", Some(record.namespace));
+    member("backend", Some(record.namespace));
+    member("status", Some(record.status));
+    line.extend_from_slice(b",\"duration_ms\":");
+    let _ = serde_json::to_writer(&mut line, &record.duration_ms);
+    if let Some(addr) = record.client_addr {
+        line.extend_from_slice(b",\"client_addr\":");
+        push_json_string(&mut line, addr);
+    }
+    if let Some(class) = record.failure {
+        for (name, value) in [
+            ("error_type", class.error_type.as_str()),
+            ("severity", class.severity.as_str()),
+            ("component", class.component.as_str()),
+        ] {
+            line.extend_from_slice(b",\"");
+            line.extend_from_slice(name.as_bytes());
+            line.extend_from_slice(b"\":");
+            push_json_string(&mut line, value);
+        }
+        line.extend_from_slice(b",\"retryable\":");
+        line.extend_from_slice(if class.retryable { b"true" } else { b"false" });
+        line.extend_from_slice(b",\"http_status\":");
+        let _ = write!(line, "{}", class.http_status.as_u16());
+    }
+    line.extend_from_slice(b",\"msg\":");
+    push_json_string(&mut line, record.message());
+    line.extend_from_slice(b"}\n");
+    line
 }
 
 /// Writes whatever log lines are still buffered (call before the process exits).
@@ -512,6 +615,141 @@ mod tests {
             let mut out = b"{".to_vec();
             json_display(&mut out, &tracing::field::display(value));
             assert_eq!(String::from_utf8(out).unwrap(), format!("{{{expected}"));
+        }
+    }
+
+    /// Lines as the JSON layer writes them, kept for the test.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<String>>>);
+
+    impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Lines {
+        fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+            let line = String::from_utf8(event_line(event, &ctx)).unwrap();
+            lock(&self.0).push(line);
+        }
+    }
+
+    impl std::fmt::Debug for Lines {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Lines")
+        }
+    }
+
+    impl RequestLogSink for Lines {
+        fn log(&self, record: &RequestLogRecord<'_>) {
+            let line = String::from_utf8(request_line(record)).unwrap();
+            lock(&self.0).push(line);
+        }
+    }
+
+    /// Records whether the filter admits each request line.
+    #[derive(Debug)]
+    struct Admitted(Arc<Mutex<Vec<bool>>>);
+
+    impl RequestLogSink for Admitted {
+        fn log(&self, record: &RequestLogRecord<'_>) {
+            lock(&self.0).push(filter_admits(record));
+        }
+    }
+
+    /// The line with its two values that differ from run to run (time and duration) blanked.
+    fn steady(line: &str) -> String {
+        let mut out = line.to_owned();
+        for (key, end) in [("\"timestamp\":\"", '"'), ("\"duration_ms\":", ',')] {
+            let start = out.find(key).unwrap() + key.len();
+            let len = out[start..].find(end).unwrap();
+            out.replace_range(start..start + len, "_");
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn request_lines_written_directly_are_the_lines_of_the_event() {
+        use mcp_gateway_layers::jsonrpc::Message;
+        use mcp_gateway_layers::metrics::{GatewayMetrics, MetricsLayer};
+        use mcp_gateway_layers::parts::{
+            ClientAddr, JsonRpcRequest, JsonRpcResponse, Namespace, SessionId,
+        };
+        use mcp_gateway_layers::trace::TraceContext;
+        use tower::{ServiceExt, service_fn};
+        use tracing_subscriber::layer::SubscriberExt;
+
+        let answers = [
+            r#"{"jsonrpc":"2.0","id":"a\"7","result":{"content":[]}}"#,
+            r#"{"jsonrpc":"2.0","id":"a\"7","error":{"code":-32601,"message":"no"}}"#,
+        ];
+        for answer in answers {
+            let run = |layer: MetricsLayer| async move {
+                let mut req = JsonRpcRequest::new(
+                    Message::parse(
+                        r#"{"jsonrpc":"2.0","id":"a\"7","method":"tools/call","params":{"name":"x"}}"#
+                            .into(),
+                    )
+                    .unwrap(),
+                );
+                req.extensions.insert(TraceContext::root(1.0));
+                req.extensions.insert(Namespace::new("demo"));
+                req.extensions.insert(SessionId("s\u{1}1".into()));
+                req.extensions
+                    .insert(ClientAddr("[::1]:5".parse().unwrap()));
+                let svc = service_fn(move |_: JsonRpcRequest| async move {
+                    let msg = Message::parse(answer.into()).unwrap();
+                    Ok::<_, std::convert::Infallible>(JsonRpcResponse::new(msg))
+                });
+                tower::Layer::layer(&layer, svc).oneshot(req).await.unwrap();
+            };
+            let metrics =
+                GatewayMetrics::register(&mut prometheus_client::registry::Registry::default());
+            // The filters the gateway is run with, the benchmark's "off" among them.
+            for filter in [
+                "warn",
+                "off",
+                "warn,mcp_gateway=info",
+                "mcp_gateway_layers=warn",
+            ] {
+                let events = Lines::default();
+                let admitted = Arc::new(Mutex::new(Vec::new()));
+                let filtered = events
+                    .clone()
+                    .with_filter(tracing_subscriber::EnvFilter::new(filter));
+                let subscriber = tracing_subscriber::registry().with(filtered);
+                let guard = tracing::subscriber::set_default(subscriber);
+                run(MetricsLayer::new(metrics.clone()).log_requests()).await;
+                let asked = Arc::new(Admitted(admitted.clone()));
+                run(MetricsLayer::new(metrics.clone()).log_requests_to(asked)).await;
+                drop(guard);
+                let written = lock(&events.0).len();
+                assert_eq!(*lock(&admitted), [written == 1], "{filter} {answer}");
+            }
+            let events = Lines::default();
+            let subscriber = tracing_subscriber::registry().with(events.clone());
+            let guard = tracing::subscriber::set_default(subscriber);
+            run(MetricsLayer::new(metrics.clone()).log_requests()).await;
+            drop(guard);
+            let direct = Lines::default();
+            run(MetricsLayer::new(metrics).log_requests_to(Arc::new(direct.clone()))).await;
+            let (events, direct) = (lock(&events.0).clone(), lock(&direct.0).clone());
+            assert_eq!(events.len(), 1, "{events:?}");
+            assert_eq!(direct.len(), 1);
+            // Same members, same order, same escaping; only the trace and span ids differ.
+            let ids = |line: &str| {
+                let v: Value = serde_json::from_str(line).unwrap();
+                (
+                    v["trace_id"].as_str().unwrap().len(),
+                    v["span_id"].as_str().unwrap().len(),
+                )
+            };
+            assert_eq!(ids(&events[0]), (32, 16));
+            assert_eq!(ids(&direct[0]), (32, 16));
+            let without_ids = |line: &str| {
+                let v: Value = serde_json::from_str(line).unwrap();
+                let (t, s) = (
+                    v["trace_id"].as_str().unwrap(),
+                    v["span_id"].as_str().unwrap(),
+                );
+                steady(line).replace(t, "T").replace(s, "S")
+            };
+            assert_eq!(without_ids(&events[0]), without_ids(&direct[0]));
         }
     }
 

@@ -111,10 +111,14 @@ impl GatewayInner {
     /// The per-message layers around `router`.
     pub(crate) fn stack(&self, router: session::Router) -> MessageStack {
         let metrics = self.telemetry.gateway.clone();
+        let metrics_layer = match crate::logs::request_log_sink() {
+            Some(sink) => MetricsLayer::new(metrics.clone()).log_requests_to(sink),
+            None => MetricsLayer::new(metrics.clone()).log_requests(),
+        };
         BoxCloneSyncService::new(
             ServiceBuilder::new()
                 .layer(TraceLayer::new().sample_ratio(self.config.tracing.sampling_ratio))
-                .layer(MetricsLayer::new(metrics.clone()).log_requests())
+                .layer(metrics_layer)
                 .layer(ErrorResponseLayer::new())
                 .layer(self.in_flight.clone())
                 .layer(RetryLayer::new(RetryPolicy::new().metrics(metrics)))

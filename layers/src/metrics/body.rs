@@ -8,7 +8,7 @@ use pin_project_lite::pin_project;
 use tower::BoxError;
 
 use super::GatewayMetrics;
-use crate::classify::{Classification, ErrorBody, Verdict, classify_error};
+use crate::classify::{Classification, ErrorBody, ErrorClass, Verdict, classify_error};
 use crate::jsonrpc::McpMethod;
 use crate::parts::Namespace;
 use std::net::SocketAddr;
@@ -40,6 +40,66 @@ pub(crate) struct RequestLog {
     pub(crate) request_id: Option<String>,
     pub(crate) session_id: Option<Arc<str>>,
     pub(crate) client_addr: Option<SocketAddr>,
+    /// Where the event goes instead of `tracing`, when set.
+    pub(crate) sink: Option<Arc<dyn RequestLogSink>>,
+}
+
+/// The `target` of the request log event, whichever way it is written.
+pub const REQUEST_LOG_TARGET: &str = module_path!();
+
+/// The one log event of a request: `request completed` (info) or `request failed` (warn) and
+/// its fields, as [`MetricsLayer::log_requests`](super::MetricsLayer::log_requests) describes.
+#[derive(Debug)]
+pub struct RequestLogRecord<'a> {
+    /// The request's trace id (hex).
+    pub trace_id: Option<&'a str>,
+    /// The request's server span id (hex).
+    pub span_id: Option<&'a str>,
+    /// The client session.
+    pub session_id: Option<&'a str>,
+    /// The JSON-RPC id as it was written.
+    pub request_id: Option<&'a str>,
+    /// The method label (`other` outside the MCP method set).
+    pub method: &'a str,
+    /// The namespace (and backend) the request went to.
+    pub namespace: &'a str,
+    /// `ok` or the error type.
+    pub status: &'a str,
+    /// From the request's start to the end of its response.
+    pub duration_ms: f64,
+    /// The client's address.
+    pub client_addr: Option<&'a str>,
+    /// The class of the error, when the request failed.
+    pub failure: Option<&'a ErrorClass>,
+}
+
+impl RequestLogRecord<'_> {
+    /// `request completed` or `request failed`.
+    pub fn message(&self) -> &'static str {
+        if self.failure.is_some() {
+            "request failed"
+        } else {
+            "request completed"
+        }
+    }
+
+    /// `INFO` when the request completed, `WARN` when it failed.
+    pub fn level(&self) -> tracing::Level {
+        if self.failure.is_some() {
+            tracing::Level::WARN
+        } else {
+            tracing::Level::INFO
+        }
+    }
+}
+
+/// Writes a request's log event itself instead of emitting a `tracing` event: a logger that
+/// formats lines on its own skips tracing's per-field dispatch for the one event every request
+/// has. Whoever installs one is answerable for honouring the log filter and for the other
+/// subscribers, which do not see the event.
+pub trait RequestLogSink: Send + Sync + std::fmt::Debug + 'static {
+    /// Writes `record`.
+    fn log(&self, record: &RequestLogRecord<'_>);
 }
 
 /// A client address as text on the stack: the standard formatter cost more than all the other
@@ -124,9 +184,31 @@ impl RequestLog {
         let request_id = self.request_id.as_deref();
         let addr_text = self.client_addr.map(AddrText::of);
         let client_addr = addr_text.as_ref().map(AddrText::as_str);
-        let (method, namespace) = (method.as_str(), namespace.as_str());
-        match verdict {
-            Verdict::Success => tracing::info!(
+        let failure = match &verdict {
+            Verdict::Success => None,
+            Verdict::Failure(class) => Some(class),
+        };
+        let record = RequestLogRecord {
+            trace_id,
+            span_id,
+            session_id,
+            request_id,
+            method: method.as_str(),
+            namespace: namespace.as_str(),
+            status: failure.map_or("ok", |class| class.error_type.as_str()),
+            duration_ms,
+            client_addr,
+            failure,
+        };
+        if let Some(sink) = &self.sink {
+            return sink.log(&record);
+        }
+        let RequestLogRecord {
+            method, namespace, ..
+        } = record;
+        match failure {
+            None => tracing::info!(
+                target: REQUEST_LOG_TARGET,
                 trace_id,
                 span_id,
                 session_id,
@@ -139,7 +221,8 @@ impl RequestLog {
                 client_addr,
                 "request completed"
             ),
-            Verdict::Failure(class) => tracing::warn!(
+            Some(class) => tracing::warn!(
+                target: REQUEST_LOG_TARGET,
                 trace_id,
                 span_id,
                 session_id,

@@ -1,12 +1,25 @@
+use std::sync::Arc;
+
 use tower::Layer;
 
-use super::{GatewayMetrics, Metrics};
+use super::{GatewayMetrics, Metrics, RequestLogSink};
 
 /// Records request metrics; see the [module docs](super).
 #[derive(Debug, Clone)]
 pub struct MetricsLayer {
     metrics: GatewayMetrics,
-    log_requests: bool,
+    log: RequestLogging,
+}
+
+/// Whether and how the layer logs each request.
+#[derive(Debug, Clone, Default)]
+pub(super) enum RequestLogging {
+    #[default]
+    Off,
+    /// A `tracing` event per request.
+    Events,
+    /// The same event written by a sink of the caller's.
+    Sink(Arc<dyn RequestLogSink>),
 }
 
 impl MetricsLayer {
@@ -14,7 +27,7 @@ impl MetricsLayer {
     pub fn new(metrics: GatewayMetrics) -> Self {
         MetricsLayer {
             metrics,
-            log_requests: false,
+            log: RequestLogging::Off,
         }
     }
 
@@ -23,7 +36,14 @@ impl MetricsLayer {
     /// namespace, backend, status, duration_ms, client_addr and, on failure, error_type,
     /// severity, component, retryable and http_status.
     pub fn log_requests(mut self) -> Self {
-        self.log_requests = true;
+        self.log = RequestLogging::Events;
+        self
+    }
+
+    /// Logs each request as [`log_requests`](Self::log_requests) does, but hands the event to
+    /// `sink` instead of `tracing` (see [`RequestLogSink`]).
+    pub fn log_requests_to(mut self, sink: Arc<dyn RequestLogSink>) -> Self {
+        self.log = RequestLogging::Sink(sink);
         self
     }
 }
@@ -35,7 +55,7 @@ impl<S> Layer<S> for MetricsLayer {
         Metrics {
             inner,
             metrics: self.metrics.clone(),
-            log_requests: self.log_requests,
+            log: self.log.clone(),
         }
     }
 }

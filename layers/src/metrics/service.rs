@@ -4,6 +4,7 @@ use http_body::Body;
 use tower::{BoxError, Service};
 
 use super::body::{Completion, RequestLog};
+use super::layer::RequestLogging;
 use super::{GatewayMetrics, MetricsBody, ResponseFuture};
 use crate::classify::{Classification, Component, ErrorClass, Verdict};
 use crate::jsonrpc::McpMethod;
@@ -17,7 +18,7 @@ use crate::trace::TraceContext;
 pub struct Metrics<S> {
     pub(super) inner: S,
     pub(super) metrics: GatewayMetrics,
-    pub(super) log_requests: bool,
+    pub(super) log: RequestLogging,
 }
 
 /// A response whose end the metrics layer can observe.
@@ -84,11 +85,17 @@ where
         let namespace = Namespace::of(req.extensions());
         let trace = req.extensions().get::<TraceContext>();
         let trace_id = trace.map(|c| c.trace_id);
-        let log = self.log_requests.then(|| RequestLog {
+        let sink = match &self.log {
+            RequestLogging::Off => None,
+            RequestLogging::Events => Some(None),
+            RequestLogging::Sink(sink) => Some(Some(sink.clone())),
+        };
+        let log = sink.map(|sink| RequestLog {
             span_id: trace.map(|c| c.span_id),
             request_id: req.message().and_then(|m| m.id_raw()).map(str::to_owned),
             session_id: SessionId::of(&req),
             client_addr: req.extensions().get::<ClientAddr>().map(|a| a.0),
+            sink,
         });
         let completion = Completion::start(self.metrics.clone(), method, namespace, trace_id, log);
         ResponseFuture::new(self.inner.call(req), completion)

@@ -507,7 +507,28 @@ fn rfc3339_now(out: &mut Vec<u8>) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    rfc3339(out, now);
+    rfc3339_cached(out, now);
+}
+
+/// [`rfc3339`], with the text up to the fraction written once a second per thread.
+fn rfc3339_cached(out: &mut Vec<u8>, now: std::time::Duration) {
+    thread_local! {
+        // The second last written and its text up to the fraction: it changes once a second.
+        static SECOND: std::cell::Cell<(u64, [u8; 20])> = const { std::cell::Cell::new((u64::MAX, [0; 20])) };
+    }
+    let (second, mut text) = SECOND.get();
+    if second != now.as_secs() {
+        let mut line = Vec::with_capacity(28);
+        rfc3339(&mut line, now);
+        text.copy_from_slice(&line[..20]);
+        SECOND.set((now.as_secs(), text));
+    }
+    out.extend_from_slice(&text);
+    let micros = now.subsec_micros();
+    for i in (0..6).rev() {
+        out.push(b'0' + (micros / 10u32.pow(i) % 10) as u8);
+    }
+    out.push(b'Z');
 }
 
 /// Writes `since_epoch` as `YYYY-MM-DDTHH:MM:SS.ffffffZ`, digit by digit (every log line has one).
@@ -750,6 +771,32 @@ mod tests {
                 steady(line).replace(t, "T").replace(s, "S")
             };
             assert_eq!(without_ids(&events[0]), without_ids(&direct[0]));
+        }
+    }
+
+    #[test]
+    fn cached_timestamps_are_the_full_writer_s_text() {
+        use std::time::Duration;
+        // Within a second, across seconds, days and a year, and back in time.
+        let instants = [
+            Duration::new(1_795_518_245, 7_000),
+            Duration::new(1_795_518_245, 999_999_000),
+            Duration::new(1_795_518_246, 0),
+            Duration::new(1_795_571_199, 500_000_000),
+            Duration::new(1_795_571_200, 1_000),
+            Duration::new(1_798_761_599, 123_456_000),
+            Duration::new(1_798_761_600, 0),
+            Duration::new(1_795_518_245, 42_000),
+        ];
+        for now in instants {
+            let (mut cached, mut full) = (Vec::new(), Vec::new());
+            rfc3339_cached(&mut cached, now);
+            rfc3339(&mut full, now);
+            assert_eq!(
+                String::from_utf8(cached),
+                String::from_utf8(full),
+                "{now:?}"
+            );
         }
     }
 

@@ -21,6 +21,18 @@ pub trait RequestParts {
     fn headers(&self) -> Option<&HeaderMap>;
     /// The peeked JSON-RPC message, when known.
     fn message(&self) -> Option<&Message>;
+    /// The namespace the request is routed to; [`Namespace::unrouted`] when none.
+    fn namespace(&self) -> Namespace {
+        Namespace::of(self.extensions())
+    }
+    /// The client's address, when known.
+    fn client_addr(&self) -> Option<SocketAddr> {
+        self.extensions().get::<ClientAddr>().map(|a| a.0)
+    }
+    /// The MCP session the request belongs to, when known.
+    fn session_id(&self) -> Option<Arc<str>> {
+        SessionId::of(self)
+    }
 }
 
 /// What a layer reads from (and adds to) a response.
@@ -60,16 +72,35 @@ impl<B> ResponseParts for http::Response<B> {
 pub struct JsonRpcRequest {
     /// The message, raw.
     pub message: Message,
-    /// Typed values set by the transport and layers (trace context, namespace, session,
-    /// [`RequestHeaders`]).
+    /// Who sent it and where it goes.
+    pub context: RequestContext,
+    /// Other typed values set by the transport and layers (the trace context among them).
     pub extensions: Extensions,
 }
 
+/// What the transport and the router know of a [`JsonRpcRequest`], in fields rather than
+/// extensions: the retry layer keeps a clone of every request, and a clone of these is a few
+/// reference counts where each extension is an allocation. Where a field is unset, readers fall
+/// back to the matching extension ([`Namespace`], [`RequestHeaders`], [`ClientAddr`],
+/// [`SessionId`]).
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    /// The namespace the request is routed to.
+    pub namespace: Option<Namespace>,
+    /// The HTTP headers the request came with.
+    pub headers: Option<Arc<HeaderMap>>,
+    /// The client's address.
+    pub client_addr: Option<SocketAddr>,
+    /// The MCP session.
+    pub session_id: Option<Arc<str>>,
+}
+
 impl JsonRpcRequest {
-    /// Wraps a message with empty extensions.
+    /// Wraps a message with an empty context and no extensions.
     pub fn new(message: Message) -> Self {
         JsonRpcRequest {
             message,
+            context: RequestContext::default(),
             extensions: Extensions::new(),
         }
     }
@@ -102,10 +133,30 @@ impl RequestParts for JsonRpcRequest {
         &mut self.extensions
     }
     fn headers(&self) -> Option<&HeaderMap> {
-        self.extensions.get::<RequestHeaders>().map(|h| &*h.0)
+        match &self.context.headers {
+            Some(headers) => Some(headers),
+            None => self.extensions.get::<RequestHeaders>().map(|h| &*h.0),
+        }
     }
     fn message(&self) -> Option<&Message> {
         Some(&self.message)
+    }
+    fn namespace(&self) -> Namespace {
+        match &self.context.namespace {
+            Some(namespace) => namespace.clone(),
+            None => Namespace::of(&self.extensions),
+        }
+    }
+    fn client_addr(&self) -> Option<SocketAddr> {
+        self.context
+            .client_addr
+            .or_else(|| self.extensions.get::<ClientAddr>().map(|a| a.0))
+    }
+    fn session_id(&self) -> Option<Arc<str>> {
+        match &self.context.session_id {
+            Some(id) => Some(id.clone()),
+            None => SessionId::of(self),
+        }
     }
 }
 
@@ -172,12 +223,58 @@ pub struct SessionId(pub Arc<str>);
 
 impl SessionId {
     /// The session a request carries: the extension, else its `Mcp-Session-Id` header.
-    pub fn of<R: RequestParts>(req: &R) -> Option<Arc<str>> {
+    pub fn of<R: RequestParts + ?Sized>(req: &R) -> Option<Arc<str>> {
         if let Some(id) = req.extensions().get::<SessionId>() {
             return Some(id.0.clone());
         }
         const MCP_SESSION_ID: http::HeaderName = http::HeaderName::from_static("mcp-session-id");
         let header = req.headers()?.get(MCP_SESSION_ID)?.to_str().ok()?;
         Some(Arc::from(header))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> JsonRpcRequest {
+        let raw = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+        JsonRpcRequest::new(Message::parse(raw.into()).unwrap())
+    }
+
+    #[test]
+    fn the_context_is_read_first_and_extensions_after() {
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("mcp-session-id", "from-header".parse().unwrap());
+        // Nothing set: unrouted, no address; the session comes from the header.
+        let mut req = request();
+        assert_eq!(req.namespace(), Namespace::unrouted());
+        assert_eq!(req.client_addr(), None);
+        req.extensions
+            .insert(RequestHeaders(Arc::new(headers.clone())));
+        assert_eq!(req.session_id().as_deref(), Some("from-header"));
+        // Extensions serve where the context is unset.
+        req.extensions.insert(Namespace::new("ext"));
+        req.extensions.insert(ClientAddr(addr));
+        req.extensions.insert(SessionId("ext-session".into()));
+        assert_eq!(req.namespace().as_str(), "ext");
+        assert_eq!(req.client_addr(), Some(addr));
+        assert_eq!(req.session_id().as_deref(), Some("ext-session"));
+        // The context wins, and a clone (the retry layer's) keeps it.
+        let other: SocketAddr = "[::1]:10".parse().unwrap();
+        req.context = RequestContext {
+            namespace: Some(Namespace::new("ctx")),
+            headers: Some(Arc::new(HeaderMap::new())),
+            client_addr: Some(other),
+            session_id: Some("ctx-session".into()),
+        };
+        let clone = req.clone();
+        for r in [&req, &clone] {
+            assert_eq!(r.namespace().as_str(), "ctx");
+            assert_eq!(r.client_addr(), Some(other));
+            assert_eq!(r.session_id().as_deref(), Some("ctx-session"));
+            assert!(r.headers().unwrap().is_empty());
+        }
     }
 }

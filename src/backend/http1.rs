@@ -252,6 +252,9 @@ struct Head {
 /// Reads and parses an answer's head, skipping interim (1xx) answers.
 async fn read_head(conn: &mut Conn) -> io::Result<Head> {
     loop {
+        if conn.buf.is_empty() {
+            fill(conn).await?;
+        }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Response::new(&mut headers);
         let len = match parsed.parse(&conn.buf) {

@@ -12,9 +12,7 @@ use mcp_gateway_layers::classify::{
     Component, ErrorClass, ErrorType, GatewayError, classify_error, code,
 };
 use mcp_gateway_layers::jsonrpc::{Kind, McpMethod, Message, set_members};
-use mcp_gateway_layers::parts::{
-    ClientAddr, JsonRpcRequest, JsonRpcResponse, Namespace, RequestHeaders, RequestParts, SessionId,
-};
+use mcp_gateway_layers::parts::{JsonRpcRequest, JsonRpcResponse, Namespace, RequestParts};
 use mcp_gateway_layers::trace::{Hex, SpanId, TraceContext};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -1009,19 +1007,17 @@ impl Session for ProxySession {
                         None => Namespace::unrouted(),
                     };
                     let mut req = JsonRpcRequest::new(message);
-                    req.extensions.insert(namespace);
+                    req.context = mcp_gateway_layers::parts::RequestContext {
+                        namespace: Some(namespace),
+                        headers: Some(ctx.headers),
+                        client_addr: ctx.client_addr,
+                        session_id: ctx.session_id,
+                    };
                     if let Some(route) = route {
                         req.extensions.insert(route);
                     }
                     if let Some(related) = ctx.related {
                         req.extensions.insert(Related(related));
-                    }
-                    req.extensions.insert(RequestHeaders(ctx.headers));
-                    if let Some(addr) = ctx.client_addr {
-                        req.extensions.insert(ClientAddr(addr));
-                    }
-                    if let Some(id) = ctx.session_id {
-                        req.extensions.insert(SessionId(id));
                     }
                     let id = req.message.id_bytes();
                     match self.stack.clone().oneshot(req).await {

@@ -8,7 +8,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::{BoxError, Layer, Service};
 
 use super::{LimitMetrics, LimitRejected, LimitScope};
-use crate::parts::{ClientAddr, RequestParts};
+use crate::parts::RequestParts;
 
 /// At most `max` requests handled at once; the next is refused at once (load shedding), never queued.
 #[derive(Debug, Clone)]
@@ -72,10 +72,7 @@ where
                 let rejected = LimitRejected::new(LimitScope::InFlight, self.max);
                 self.metrics.record(LimitScope::InFlight);
                 let method = req.message().and_then(|m| m.method_name()).unwrap_or("");
-                let client_addr = req
-                    .extensions()
-                    .get::<ClientAddr>()
-                    .map(|a| tracing::field::display(a.0));
+                let client_addr = req.client_addr().map(tracing::field::display);
                 tracing::warn!(
                     scope = "in_flight",
                     limit = self.max,

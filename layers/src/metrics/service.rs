@@ -8,9 +8,7 @@ use super::layer::RequestLogging;
 use super::{GatewayMetrics, MetricsBody, ResponseFuture};
 use crate::classify::{Classification, Component, ErrorClass, Verdict};
 use crate::jsonrpc::McpMethod;
-use crate::parts::{
-    ClientAddr, JsonRpcResponse, Namespace, RequestParts, ResponseParts, SessionId,
-};
+use crate::parts::{JsonRpcResponse, RequestParts, ResponseParts};
 use crate::trace::TraceContext;
 
 /// The service made by [`MetricsLayer`](super::MetricsLayer).
@@ -82,7 +80,7 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let method = req.message().map_or(McpMethod::Other, |m| m.method());
-        let namespace = Namespace::of(req.extensions());
+        let namespace = req.namespace();
         let trace = req.extensions().get::<TraceContext>();
         let trace_id = trace.map(|c| c.trace_id);
         let sink = match &self.log {
@@ -93,8 +91,8 @@ where
         let log = sink.map(|sink| RequestLog {
             span_id: trace.map(|c| c.span_id),
             request_id: req.message().and_then(|m| m.id_raw()).map(str::to_owned),
-            session_id: SessionId::of(&req),
-            client_addr: req.extensions().get::<ClientAddr>().map(|a| a.0),
+            session_id: req.session_id(),
+            client_addr: req.client_addr(),
             sink,
         });
         let completion = Completion::start(self.metrics.clone(), method, namespace, trace_id, log);

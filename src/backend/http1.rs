@@ -183,11 +183,10 @@ impl HttpPool {
 
     /// An idle connection to `address` that the backend has not closed.
     fn checkout(&self, address: &str) -> Option<Conn> {
-        let mut idle = lock(&self.idle);
-        let conns = idle.get_mut(address)?;
-        while let Some(conn) = conns.pop() {
+        loop {
+            let conn = lock(&self.idle).get_mut(address)?.pop()?;
             // Readable while idle means closed (or garbage): either way it cannot carry a request.
-            // The check reads only when the reactor saw the socket readable.
+            // The probe reads only when the reactor saw the socket readable, and not under the lock.
             let mut probe = [0u8; 1];
             if let Err(e) = conn.stream.try_read(&mut probe) {
                 if e.kind() == io::ErrorKind::WouldBlock {
@@ -195,7 +194,6 @@ impl HttpPool {
                 }
             }
         }
-        None
     }
 
     fn put_back(&self, address: &Arc<str>, conn: Conn) {

@@ -1,6 +1,6 @@
 //! Process and connection lifecycles: a stdio process shared by all sessions, crash-loop
 //! protection, draining on SIGTERM with no process left behind, WebSocket keepalive and idle
-//! timeout.
+//! timeout, the runtime's worker threads.
 
 mod support;
 
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::clients::{HttpClient, WsClient, text};
-use support::processes::{gateway, gateway_exe};
+use support::processes::{gateway, gateway_exe, gateway_with_env};
 use support::{Conn, sample};
 use tokio_tungstenite::tungstenite::Message as Frame;
 
@@ -404,4 +404,37 @@ async fn a_websocket_backend_reconnects_after_its_server_restarts() {
         "{metrics}"
     );
     let _ = again.kill().await;
+}
+
+/// The runtime's worker threads, as docs/CONFIG.md says: `TOKIO_WORKER_THREADS`, else one per core.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_threads_follow_tokio_worker_threads() {
+    let workers = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.trim() == "tokio-rt-worker")
+            .count()
+    };
+    let exe = gateway_exe();
+    let yaml = format!(
+        "backends:\n  - {{namespace: d, transport: stdio, command: {exe}, args: [demo-server, stdio]}}\n"
+    );
+    let cores = std::thread::available_parallelism().unwrap().get();
+    for (env, expected) in [(None, cores), (Some("1"), 1), (Some("3"), 3)] {
+        let env: Vec<_> = env
+            .map(|n| ("TOKIO_WORKER_THREADS", n))
+            .into_iter()
+            .collect();
+        let mut gw = gateway_with_env(&yaml, &env).await;
+        // Serving a call proves the one worker is enough to run the gateway.
+        let mut ws = WsClient::connect(gw.addr).await;
+        assert_eq!(
+            text(&ws.call(1, "d__echo", json!({"message": "hi"})).await),
+            "hi"
+        );
+        let pid = gw.process.child.id().unwrap();
+        assert_eq!(workers(pid), expected, "{env:?}");
+        gw.process.child.kill().await.unwrap();
+    }
 }

@@ -79,6 +79,11 @@ pub struct Gateway {
 
 /// Starts the gateway with `yaml` (its `listen` addresses are set to free loopback ports).
 pub async fn gateway(yaml: &str) -> Gateway {
+    gateway_with_env(yaml, &[]).await
+}
+
+/// [`gateway`], with more environment variables.
+pub async fn gateway_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
     let config = tempfile_path::TempPath::write(yaml);
     let args = [
         "--config",
@@ -88,7 +93,11 @@ pub async fn gateway(yaml: &str) -> Gateway {
         "--metrics-listen",
         "127.0.0.1:0",
     ];
-    let (process, (addr, metrics)) = start(&args, &[("MCP_GATEWAY_LOG", "debug")], |line| {
+    let env: Vec<_> = [("MCP_GATEWAY_LOG", "debug")]
+        .into_iter()
+        .chain(env.iter().copied())
+        .collect();
+    let (process, (addr, metrics)) = start(&args, &env, |line| {
         let v: serde_json::Value = serde_json::from_str(line).ok()?;
         if v["msg"] != "mcp-gateway serving /mcp, /sse and /ws" {
             return None;

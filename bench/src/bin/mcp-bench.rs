@@ -3,9 +3,11 @@
 //! requests (from /proc) and the gateway's peak RSS.
 //!
 //! mcp-bench [--quick] [--gateway PATH] [--seconds S] [--rounds R] [--observability on|off]
-//!           [--idle N] [--only http-http|http-stdio|sse-stdio|ws-stdio|idle]
+//!           [--idle N] [--only http-http|http-stdio|sse-stdio|ws-stdio|idle] [--gateway-workers N]
 //!
 //! `--quick` is the CI smoke run: a second per run, one concurrency, one payload.
+//! `--gateway-workers N` gives the gateway N runtime worker threads (`TOKIO_WORKER_THREADS`);
+//! without it, the gateway's default (one per core).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -271,6 +273,7 @@ fn main() -> Result<(), Error> {
     // Observability on: a JSON log line per request (info) to a file, spans sampled at 1% and
     // exported to a local OTLP receiver. Off: warnings only, nothing sampled. Metrics are always on.
     let observability = get("--observability").unwrap_or_else(|| "on".to_owned());
+    let gateway_workers = get("--gateway-workers");
     let otlp = (observability != "off").then(otlp_receiver).transpose()?;
     let tracing = match &otlp {
         None => "tracing: {sampling_ratio: 0.0}\n".to_owned(),
@@ -291,6 +294,9 @@ fn main() -> Result<(), Error> {
     std::fs::write(logs.join("gateway.yaml"), config)?;
     let start_gateway = |log: &str, config: &str| {
         let mut gateway_cmd = Command::new(&gateway_exe);
+        if let Some(workers) = &gateway_workers {
+            gateway_cmd.env("TOKIO_WORKER_THREADS", workers);
+        }
         gateway_cmd.env(
             "MCP_GATEWAY_LOG",
             // "off" keeps the gateway's own startup and session lines (target mcp_gateway), not

@@ -69,38 +69,46 @@ impl Endpoint {
 
 // === impl Request ===
 
-/// A request head being written: the request line, `Host`, then whatever headers are added.
+/// A request head being written: the request line, then whatever headers are added; `Host` (unless
+/// one was added) and the body's length are written when it is sent.
 pub(super) struct Request<'a> {
     endpoint: &'a Endpoint,
     head: Vec<u8>,
+    has_host: bool,
 }
 
 impl<'a> Request<'a> {
     pub(super) fn new(method: &str, endpoint: &'a Endpoint) -> Self {
         // Room for the usual headers and a small body: one allocation.
         let mut head = Vec::with_capacity(1024);
-        for part in [
-            method,
-            " ",
-            &endpoint.target,
-            " HTTP/1.1\r\nhost: ",
-            &endpoint.authority,
-            "\r\n",
-        ] {
+        for part in [method, " ", &endpoint.target, " HTTP/1.1\r\n"] {
             head.extend_from_slice(part.as_bytes());
         }
-        Request { endpoint, head }
+        Request {
+            endpoint,
+            head,
+            has_host: false,
+        }
     }
 
     pub(super) fn header(&mut self, name: &str, value: &[u8]) -> &mut Self {
+        self.has_host |= name.eq_ignore_ascii_case("host");
         for part in [name.as_bytes(), b": ", value, b"\r\n"] {
             self.head.extend_from_slice(part);
         }
         self
     }
 
+    /// Adds configured headers, except those that frame the message: this client writes the
+    /// body's length itself and decides whether the connection stays open.
     pub(super) fn headers(&mut self, headers: &HeaderMap) -> &mut Self {
         for (name, value) in headers {
+            if name == http::header::CONTENT_LENGTH
+                || name == http::header::TRANSFER_ENCODING
+                || name == http::header::CONNECTION
+            {
+                continue;
+            }
             self.header(name.as_str(), value.as_bytes());
         }
         self
@@ -126,7 +134,16 @@ impl HttpPool {
     /// Sends `request` with `body` and reads the answer's head; the body is read from the
     /// returned [`Response`].
     pub(super) async fn send(&self, request: Request<'_>, body: &[u8]) -> io::Result<Response> {
-        let Request { endpoint, mut head } = request;
+        let Request {
+            endpoint,
+            mut head,
+            has_host,
+        } = request;
+        if !has_host {
+            for part in ["host: ", &endpoint.authority, "\r\n"] {
+                head.extend_from_slice(part.as_bytes());
+            }
+        }
         if !body.is_empty() {
             // Writing into a Vec cannot fail.
             let _ = write!(head, "content-length: {}\r\n", body.len());
@@ -623,8 +640,32 @@ mod tests {
         assert_eq!(
             first,
             format!(
-                "POST /mcp?x=1 HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: 7\r\n\r\n{{\"a\":1}}"
+                "POST /mcp?x=1 HTTP/1.1\r\ncontent-type: application/json\r\nhost: {addr}\r\ncontent-length: 7\r\n\r\n{{\"a\":1}}"
             )
+        );
+    }
+
+    #[tokio::test]
+    async fn configured_headers_keep_their_host_but_not_the_framing() {
+        let (endpoint, _, requests) = server(vec![(vec![OK_LENGTH], false)]).await;
+        let mut configured = HeaderMap::new();
+        for (name, value) in [
+            ("host", "virtual.example"),
+            ("content-length", "999"),
+            ("transfer-encoding", "chunked"),
+            ("connection", "close"),
+            ("x-api-key", "k"),
+        ] {
+            configured.insert(http::HeaderName::from_static(name), value.parse().unwrap());
+        }
+        let mut request = Request::new("POST", &endpoint);
+        request.headers(&configured);
+        let resp = HttpPool::default().send(request, b"{}").await.unwrap();
+        assert_eq!(&resp.body.collect(64).await.unwrap()[..], b"hello");
+        let sent = String::from_utf8(lock(&requests)[0].clone()).unwrap();
+        assert_eq!(
+            sent,
+            "POST /mcp?x=1 HTTP/1.1\r\nhost: virtual.example\r\nx-api-key: k\r\ncontent-length: 2\r\n\r\n{}"
         );
     }
 

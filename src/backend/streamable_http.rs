@@ -83,7 +83,15 @@ pub(super) struct StreamableHttpConnector(pub(super) Arc<HttpTarget>);
 
 #[derive(Default)]
 struct SessionState {
-    handshake: Handshake,
+    /// Notifications posted so far, and how many of them have been answered. Each POST has a
+    /// connection of its own, so a notification would race what follows it; what is posted after
+    /// a notification waits for its answer, and the backend sees them in the order sent (the
+    /// handshake's `notifications/initialized` before anything else, a cancellation before the
+    /// next call).
+    notifications_posted: u64,
+    notifications_done: u64,
+    /// The GET stream opens once, after `notifications/initialized` is answered.
+    stream_opened: bool,
     /// A copy, not a slice of the response: a slice would pin the connection's whole read buffer.
     session_id: Option<HeaderValue>,
     protocol_version: Option<HeaderValue>,
@@ -100,23 +108,23 @@ struct Link {
 #[derive(Default)]
 struct BackendSession {
     state: Mutex<SessionState>,
-    /// Wakes the messages that wait for `notifications/initialized` to be accepted.
-    initialized: tokio::sync::Notify,
+    /// Wakes the messages that wait for earlier notifications to be answered.
+    answered: tokio::sync::Notify,
 }
 
-/// Where the session stands with `notifications/initialized`: the backend must see it before
-/// anything that follows, and the GET stream opens once it has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-enum Handshake {
-    #[default]
-    Pending,
-    Posting,
-    Done,
+/// Counts a notification as answered when its POST ends, however it ends.
+struct NotificationDone<'a>(&'a Link);
+
+impl Drop for NotificationDone<'_> {
+    fn drop(&mut self) {
+        self.0.lock_state().notifications_done += 1;
+        self.0.session.answered.notify_waiters();
+    }
 }
 
 /// The sending side of one backend session: a call's POST runs in the calling task, every
-/// other message's on a task of its own; no POST waits for another, so a slow answer never
-/// holds up the others. Dropping it ends the session (DELETE).
+/// other message's on a task of its own; no POST waits for another's answer, except for a
+/// notification's (above). Dropping it ends the session (DELETE).
 pub struct Poster {
     link: Link,
 }
@@ -137,29 +145,21 @@ impl Poster {
             return Err(msg);
         }
         let link = self.link.clone();
-        let opens_handshake = {
+        let opens_stream = msg.method_name() == Some("notifications/initialized") && {
             let mut state = link.lock_state();
-            let opens = state.handshake == Handshake::Pending
-                && msg.method_name() == Some("notifications/initialized");
-            if opens {
-                state.handshake = Handshake::Posting;
-            }
-            opens
+            !std::mem::replace(&mut state.stream_opened, true)
         };
-        if opens_handshake {
-            tokio::spawn(async move {
-                link.post(msg).await;
-                link.lock_state().handshake = Handshake::Done;
-                link.session.initialized.notify_waiters();
+        let posted = link.clone().post_in_order(msg);
+        tokio::spawn(async move {
+            posted.await;
+            if opens_stream {
                 // The GET stream lives as long as the pipe does.
                 tokio::select! {
                     () = link.listen() => {}
                     () = link.incoming.closed() => {}
                 }
-            });
-            return Ok(());
-        }
-        tokio::spawn(link.post_in_order(msg));
+            }
+        });
         Ok(())
     }
 }
@@ -194,18 +194,36 @@ impl Link {
         lock(&self.session.state)
     }
 
-    /// Posts `msg`, after `notifications/initialized` if that is being posted as it is sent: the
-    /// backend must see it before anything that follows it.
+    /// Posts `msg` once every notification posted before it has been answered (its place in
+    /// that order is taken now, when it is sent).
     fn post_in_order(self, msg: Message) -> impl Future<Output = ()> + Send + 'static {
-        let after_handshake = self.lock_state().handshake == Handshake::Posting;
+        let is_notification = msg.kind() == Kind::Notification;
+        let (before, must_wait) = {
+            let mut state = self.lock_state();
+            let before = state.notifications_posted;
+            state.notifications_posted += u64::from(is_notification);
+            (before, state.notifications_done < before)
+        };
         async move {
-            if after_handshake {
-                wait_until(&self.session.initialized, || {
-                    self.lock_state().handshake == Handshake::Done
+            let _done = is_notification.then(|| NotificationDone(&self));
+            if must_wait {
+                wait_until(&self.session.answered, || {
+                    self.lock_state().notifications_done >= before
                 })
                 .await;
             }
-            self.post(msg).await
+            if is_notification {
+                // What waits behind a notification waits no longer than a call would.
+                let deadline = self.target.config.timeout();
+                if tokio::time::timeout(deadline, self.post(msg))
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(backend = %self.target.config.namespace, "backend did not answer a notification in time");
+                }
+            } else {
+                self.post(msg).await
+            }
         }
     }
 

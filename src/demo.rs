@@ -314,6 +314,11 @@ pub async fn serve_stdio(handler: Arc<dyn McpHandler>) -> std::io::Result<()> {
         }
         let reply = outbox.clone();
         match Message::parse(Bytes::from(line)) {
+            // Notifications are handled in the order they arrive (a cancellation before the
+            // request read after it); requests run on tasks of their own, so a slow one blocks none.
+            Ok(msg) if msg.kind() == Kind::Notification => {
+                session.clone().handle(msg, RequestContext::default()).await;
+            }
             Ok(msg) => {
                 let session = session.clone();
                 tokio::spawn(async move {

@@ -8,7 +8,7 @@
 //! when its answer was read to the end with nothing after it.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -145,8 +145,9 @@ impl HttpPool {
             }
         }
         if !body.is_empty() {
-            // Writing into a Vec cannot fail.
-            let _ = write!(head, "content-length: {}\r\n", body.len());
+            head.extend_from_slice(b"content-length: ");
+            head.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+            head.extend_from_slice(b"\r\n");
         }
         head.extend_from_slice(b"\r\n");
         head.extend_from_slice(body);

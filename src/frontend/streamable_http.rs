@@ -241,9 +241,10 @@ impl Frontend {
             Err(resp) => return *resp,
         };
         if msg.kind() != Kind::Request {
-            let session = entry.session.clone();
+            // Handled before it is accepted: a client that waits for the 202 knows a cancellation
+            // (or an answer) was handed on before what it sends next.
             let ctx = context(parts, None, Some(&id));
-            tokio::spawn(self.clone().dispatch(session, msg, ctx));
+            self.clone().dispatch(entry.session.clone(), msg, ctx).await;
             let mut resp = Response::new(full(Bytes::new()));
             *resp.status_mut() = StatusCode::ACCEPTED;
             return resp;

@@ -1,7 +1,8 @@
 //! The HTTP/1.1 client of the HTTP backends: a request is written and its answer read in the task
 //! that sends it, over a pooled keep-alive connection. No connection task and no channel stand
 //! between the caller and the socket: hyper-util's pooled client paid a task hop, a pool checkout
-//! and a header map each way for every call, about a sixth of a proxied call's CPU.
+//! and a header map each way for every call (a quarter of the gateway's CPU a call in an A/B run,
+//! docs/PERFORMANCE.md).
 //!
 //! It speaks what MCP backends answer: `Content-Length`, chunked and read-to-close bodies, 1xx
 //! interim answers skipped, `Connection: close` honoured. A connection goes back to the pool only

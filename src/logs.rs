@@ -301,11 +301,13 @@ pub fn write_request_lines_directly() {
     REQUEST_LINES_DIRECT.store(true, Ordering::Relaxed);
 }
 
-/// The sink for request lines, when [`write_request_lines_directly`] was called.
+/// The sink for request lines, when [`write_request_lines_directly`] was called: one for the
+/// process, shared by every session's stack.
 pub(crate) fn request_log_sink() -> Option<Arc<dyn RequestLogSink>> {
+    static SINK: OnceLock<Arc<dyn RequestLogSink>> = OnceLock::new();
     REQUEST_LINES_DIRECT
         .load(Ordering::Relaxed)
-        .then(|| Arc::new(JsonRequestLog) as Arc<dyn RequestLogSink>)
+        .then(|| SINK.get_or_init(|| Arc::new(JsonRequestLog)).clone())
 }
 
 /// Writes each request's `request completed` / `request failed` line straight from its fields,
@@ -335,28 +337,34 @@ fn filter_admits(record: &RequestLogRecord<'_>) -> bool {
 
 /// A request's line, in the order the event's fields are declared.
 fn request_line(record: &RequestLogRecord<'_>) -> Vec<u8> {
+    /// `,"name":` then the value as `value` writes it; names are identifiers, never escaped.
+    fn member(line: &mut Vec<u8>, name: &str, value: impl FnOnce(&mut Vec<u8>)) {
+        line.extend_from_slice(b",\"");
+        line.extend_from_slice(name.as_bytes());
+        line.extend_from_slice(b"\":");
+        value(line);
+    }
     let mut line = line_start(&record.level(), REQUEST_LOG_TARGET);
-    let mut member = |name: &str, value: Option<&str>| {
+    let strings = [
+        ("trace_id", record.trace_id),
+        ("span_id", record.span_id),
+        ("session_id", record.session_id),
+        ("request_id", record.request_id),
+        ("method", Some(record.method)),
+        ("namespace", Some(record.namespace)),
+        ("backend", Some(record.namespace)),
+        ("status", Some(record.status)),
+    ];
+    for (name, value) in strings {
         if let Some(value) = value {
-            line.extend_from_slice(b",\"");
-            line.extend_from_slice(name.as_bytes());
-            line.extend_from_slice(b"\":");
-            push_json_string(&mut line, value);
+            member(&mut line, name, |l| push_json_string(l, value));
         }
-    };
-    member("trace_id", record.trace_id);
-    member("span_id", record.span_id);
-    member("session_id", record.session_id);
-    member("request_id", record.request_id);
-    member("method", Some(record.method));
-    member("namespace", Some(record.namespace));
-    member("backend", Some(record.namespace));
-    member("status", Some(record.status));
-    line.extend_from_slice(b",\"duration_ms\":");
-    let _ = serde_json::to_writer(&mut line, &record.duration_ms);
+    }
+    member(&mut line, "duration_ms", |l| {
+        let _ = serde_json::to_writer(l, &record.duration_ms);
+    });
     if let Some(addr) = record.client_addr {
-        line.extend_from_slice(b",\"client_addr\":");
-        push_json_string(&mut line, addr);
+        member(&mut line, "client_addr", |l| push_json_string(l, addr));
     }
     if let Some(class) = record.failure {
         for (name, value) in [
@@ -364,18 +372,20 @@ fn request_line(record: &RequestLogRecord<'_>) -> Vec<u8> {
             ("severity", class.severity.as_str()),
             ("component", class.component.as_str()),
         ] {
-            line.extend_from_slice(b",\"");
-            line.extend_from_slice(name.as_bytes());
-            line.extend_from_slice(b"\":");
-            push_json_string(&mut line, value);
+            member(&mut line, name, |l| push_json_string(l, value));
         }
-        line.extend_from_slice(b",\"retryable\":");
-        line.extend_from_slice(if class.retryable { b"true" } else { b"false" });
-        line.extend_from_slice(b",\"http_status\":");
-        let _ = write!(line, "{}", class.http_status.as_u16());
+        member(&mut line, "retryable", |l| {
+            l.extend_from_slice(if class.retryable { b"true" } else { b"false" })
+        });
+        member(&mut line, "http_status", |l| {
+            l.extend_from_slice(
+                itoa::Buffer::new()
+                    .format(class.http_status.as_u16())
+                    .as_bytes(),
+            )
+        });
     }
-    line.extend_from_slice(b",\"msg\":");
-    push_json_string(&mut line, record.message());
+    member(&mut line, "msg", |l| push_json_string(l, record.message()));
     line.extend_from_slice(b"}\n");
     line
 }

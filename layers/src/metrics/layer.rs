@@ -11,15 +11,13 @@ pub struct MetricsLayer {
     log: RequestLogging,
 }
 
-/// Whether and how the layer logs each request.
+/// Whether the layer logs each request: as a `tracing` event (`On(None)`), or handed to a sink
+/// of the caller's.
 #[derive(Debug, Clone, Default)]
 pub(super) enum RequestLogging {
     #[default]
     Off,
-    /// A `tracing` event per request.
-    Events,
-    /// The same event written by a sink of the caller's.
-    Sink(Arc<dyn RequestLogSink>),
+    On(Option<Arc<dyn RequestLogSink>>),
 }
 
 impl MetricsLayer {
@@ -36,14 +34,14 @@ impl MetricsLayer {
     /// namespace, backend, status, duration_ms, client_addr and, on failure, error_type,
     /// severity, component, retryable and http_status.
     pub fn log_requests(mut self) -> Self {
-        self.log = RequestLogging::Events;
+        self.log = RequestLogging::On(None);
         self
     }
 
     /// Logs each request as [`log_requests`](Self::log_requests) does, but hands the event to
     /// `sink` instead of `tracing` (see [`RequestLogSink`]).
     pub fn log_requests_to(mut self, sink: Arc<dyn RequestLogSink>) -> Self {
-        self.log = RequestLogging::Sink(sink);
+        self.log = RequestLogging::On(Some(sink));
         self
     }
 }

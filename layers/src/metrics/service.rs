@@ -83,12 +83,11 @@ where
         let namespace = req.namespace();
         let trace = req.extensions().get::<TraceContext>();
         let trace_id = trace.map(|c| c.trace_id);
-        let sink = match &self.log {
+        let log = match &self.log {
             RequestLogging::Off => None,
-            RequestLogging::Events => Some(None),
-            RequestLogging::Sink(sink) => Some(Some(sink.clone())),
+            RequestLogging::On(sink) => Some(sink.clone()),
         };
-        let log = sink.map(|sink| RequestLog {
+        let log = log.map(|sink| RequestLog {
             span_id: trace.map(|c| c.span_id),
             request_id: req.message().and_then(|m| m.id_raw()).map(str::to_owned),
             session_id: req.session_id(),

@@ -135,12 +135,12 @@ pub async fn serve(
                 // Shared with an upgraded WebSocket, which outlives this HTTP connection.
                 let permit = Arc::new(permit);
                 let held = permit.clone();
-                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let frontend = frontend.clone();
-                    req.extensions_mut().insert(HeldPermit {
+                    let held = HeldPermit {
                         _permit: held.clone(),
-                    });
-                    async move { Ok::<_, Infallible>(frontend.route(req, peer).await) }
+                    };
+                    async move { Ok::<_, Infallible>(frontend.route(req, peer, held).await) }
                 });
                 let mut drain_signal = drain_signal.clone();
                 tokio::spawn(async move {
@@ -205,22 +205,19 @@ pub async fn serve(
 /// What the session learns of a message that came in `parts`.
 pub(crate) fn context(
     parts: http::request::Parts,
+    peer: SocketAddr,
     related: Option<tokio::sync::mpsc::Sender<Bytes>>,
     session_id: Option<&str>,
 ) -> crate::mcp::RequestContext {
     crate::mcp::RequestContext {
         related,
-        client_addr: parts
-            .extensions
-            .get::<mcp_gateway_layers::parts::ClientAddr>()
-            .map(|a| a.0),
+        client_addr: Some(peer),
         session_id: session_id.map(Arc::from),
         headers: Arc::new(parts.headers),
     }
 }
 
 /// A connection's place under the connection limit, held by whatever serves it longest.
-#[derive(Clone)]
 pub(crate) struct HeldPermit {
     _permit: Arc<mcp_gateway_layers::limit::ConnectionPermit>,
 }
@@ -322,11 +319,10 @@ impl Frontend {
 
     async fn route(
         self: Arc<Self>,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         peer: SocketAddr,
+        permit: HeldPermit,
     ) -> Response<ResponseBody> {
-        req.extensions_mut()
-            .insert(mcp_gateway_layers::parts::ClientAddr(peer));
         let started = Instant::now();
         if let Some(origin) = req.headers().get(http::header::ORIGIN) {
             let ok = origin
@@ -338,12 +334,12 @@ impl Frontend {
             }
         }
         match (req.method(), req.uri().path()) {
-            (&Method::POST, "/mcp") => self.streamable_post(req, started).await,
+            (&Method::POST, "/mcp") => self.streamable_post(req, peer, started).await,
             (&Method::GET, "/mcp") => self.streamable_get(req, started),
             (&Method::DELETE, "/mcp") => self.streamable_delete(req, started),
             (&Method::GET, "/sse") => self.sse_open(),
-            (&Method::POST, "/messages") => self.sse_post(req, started).await,
-            (&Method::GET, "/ws") => self.websocket(req, peer, started),
+            (&Method::POST, "/messages") => self.sse_post(req, peer, started).await,
+            (&Method::GET, "/ws") => self.websocket(req, peer, permit, started),
             (_, "/mcp" | "/sse" | "/messages" | "/ws") => {
                 let class = client_error(ErrorType::Validation, StatusCode::METHOD_NOT_ALLOWED);
                 self.refused(&class, "method not allowed", started)

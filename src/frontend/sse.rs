@@ -2,6 +2,7 @@
 //! names the URL the client POSTs its messages to; every answer comes back on the stream.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -84,6 +85,7 @@ impl Frontend {
     pub(super) async fn sse_post(
         self: Arc<Self>,
         req: Request<Incoming>,
+        peer: SocketAddr,
         started: Instant,
     ) -> Response<ResponseBody> {
         let id = req
@@ -105,7 +107,7 @@ impl Frontend {
         };
         let frontend = self.clone();
         tokio::spawn(async move {
-            let ctx = super::context(parts, None, Some(&id));
+            let ctx = super::context(parts, peer, None, Some(&id));
             if let Some(resp) = frontend.dispatch(session, msg, ctx).await {
                 let _ = outbox.send(resp.into_raw()).await;
             }

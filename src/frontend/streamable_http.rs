@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -216,6 +217,7 @@ impl Frontend {
     pub(super) async fn streamable_post(
         self: Arc<Self>,
         req: Request<Incoming>,
+        peer: SocketAddr,
         started: Instant,
     ) -> Response<ResponseBody> {
         if !(accepts(req.headers(), "application/json")
@@ -234,7 +236,7 @@ impl Frontend {
             Err(resp) => return *resp,
         };
         if msg.method() == McpMethod::Initialize {
-            return self.initialize(parts, msg).await;
+            return self.initialize(parts, peer, msg).await;
         }
         let (id, entry) = match self.session_of(&parts.headers, started) {
             Ok(found) => found,
@@ -243,7 +245,7 @@ impl Frontend {
         if msg.kind() != Kind::Request {
             // Handled before it is accepted: a client that waits for the 202 knows a cancellation
             // (or an answer) was handed on before what it sends next.
-            let ctx = context(parts, None, Some(&id));
+            let ctx = context(parts, peer, None, Some(&id));
             self.clone().dispatch(entry.session.clone(), msg, ctx).await;
             let mut resp = Response::new(full(Bytes::new()));
             *resp.status_mut() = StatusCode::ACCEPTED;
@@ -254,7 +256,7 @@ impl Frontend {
             let (tx, rx) = mpsc::channel::<Bytes>(64);
             let session = entry.session.clone();
             let frontend = self.clone();
-            let ctx = context(parts, Some(tx.clone()), Some(&id));
+            let ctx = context(parts, peer, Some(tx.clone()), Some(&id));
             tokio::spawn(async move {
                 if let Some(resp) = frontend.dispatch(session, msg, ctx).await {
                     let _ = tx.send(resp.into_raw()).await;
@@ -262,7 +264,7 @@ impl Frontend {
             });
             return sse_response(ChannelBody::boxed(rx, as_event, ()));
         }
-        let ctx = context(parts, None, Some(&id));
+        let ctx = context(parts, peer, None, Some(&id));
         match self.clone().dispatch(entry.session.clone(), msg, ctx).await {
             Some(resp) => json_response(resp.into_raw(), None),
             None => {
@@ -276,6 +278,7 @@ impl Frontend {
     async fn initialize(
         self: Arc<Self>,
         parts: http::request::Parts,
+        peer: SocketAddr,
         msg: mcp_gateway_layers::jsonrpc::Message,
     ) -> Response<ResponseBody> {
         let id = new_session_id();
@@ -290,7 +293,7 @@ impl Frontend {
         });
         let resp = session
             .clone()
-            .handle(msg, context(parts, None, Some(&id)))
+            .handle(msg, context(parts, peer, None, Some(&id)))
             .await;
         let Some(resp) = resp else {
             session.close();

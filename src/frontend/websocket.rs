@@ -64,6 +64,7 @@ impl Frontend {
         self: Arc<Self>,
         mut req: Request<Incoming>,
         peer: SocketAddr,
+        permit: super::HeldPermit,
         started: Instant,
     ) -> Response<ResponseBody> {
         let headers = req.headers();
@@ -95,7 +96,6 @@ impl Frontend {
         let on_upgrade = hyper::upgrade::on(&mut req);
         let frontend = self.clone();
         // The WebSocket keeps the connection's place under the limit for as long as it lives.
-        let permit = req.extensions().get::<super::HeldPermit>().cloned();
         tokio::spawn(async move {
             let _permit = permit;
             match on_upgrade.await {

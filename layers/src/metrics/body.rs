@@ -28,6 +28,8 @@ struct Pending {
     method: McpMethod,
     namespace: Namespace,
     trace_id: Option<TraceId>,
+    // The trace was sampled, so it is exported and an exemplar may link to it.
+    sampled: bool,
     start: Instant,
     classification: Option<Classification>,
     log: Option<RequestLog>,
@@ -239,16 +241,18 @@ impl Completion {
         metrics: GatewayMetrics,
         method: McpMethod,
         namespace: Namespace,
-        trace_id: Option<TraceId>,
+        trace: Option<(TraceId, bool)>,
         log: Option<RequestLog>,
     ) -> Self {
         metrics.in_flight().inc();
+        let (trace_id, sampled) = trace.map_or((None, false), |(id, sampled)| (Some(id), sampled));
         Completion {
             state: Some(Pending {
                 metrics,
                 method,
                 namespace,
                 trace_id,
+                sampled,
                 start: Instant::now(),
                 classification: None,
                 log,
@@ -275,8 +279,9 @@ impl Completion {
             if let Some(log) = &p.log {
                 log.emit(p.method, &p.namespace, p.trace_id, verdict, elapsed);
             }
+            let exemplar = p.trace_id.filter(|_| p.sampled);
             p.metrics
-                .record(p.method, p.namespace, verdict, elapsed, p.trace_id);
+                .record(p.method, p.namespace, verdict, elapsed, exemplar);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Request metrics on a prometheus-client registry the caller passes in:
 //! `gateway_requests_total{method,namespace,status}`,
-//! `gateway_request_duration_seconds{method,namespace}` (with trace-id exemplars),
+//! `gateway_request_duration_seconds{method,namespace}` (exemplars: sampled traces' ids),
 //! `gateway_errors_total{error_type,component,severity,http_status,retryable}`,
 //! `gateway_error_handling_duration_seconds{error_type,component}`,
 //! `gateway_requests_in_flight` and `gateway_error_recovery_total{error_type,mechanism}`.
@@ -119,6 +119,51 @@ mod tests {
         assert!(
             text.contains(r#"# {trace_id="4bf92f3577b34da6a3ce929d0e0e4736"}"#),
             "exemplar carries the trace id:\n{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn only_a_sampled_trace_becomes_an_exemplar() {
+        let mut registry = Registry::default();
+        let metrics = GatewayMetrics::register(&mut registry);
+        for (flags, trace_id) in [
+            ("01", "22222222222222222222222222222222"),
+            // Second, so that in the same bucket it would replace the first's exemplar.
+            ("00", "11111111111111111111111111111111"),
+        ] {
+            let (inner, mut handle) = mock::pair::<
+                http::Request<http_body_util::Full<bytes::Bytes>>,
+                http::Response<http_body_util::Full<bytes::Bytes>>,
+            >();
+            let svc = MetricsLayer::new(metrics.clone()).layer(inner);
+            let mut req = http_request(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
+            let parent =
+                TraceParent::parse(&format!("00-{trace_id}-00f067aa0ba902b7-{flags}")).unwrap();
+            req.extensions_mut()
+                .insert(TraceContext::child_of(&parent, None, None));
+            let call = tokio::spawn(svc.oneshot(req));
+            let (_req, send) = handle.next_request().await.unwrap();
+            send.send_response(http_response(
+                200,
+                "application/json",
+                r#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+            ));
+            drain(call.await.unwrap().unwrap().into_body()).await;
+        }
+        let text = scrape(&registry);
+        assert_eq!(
+            sample(
+                &text,
+                r#"gateway_request_duration_seconds_count{method="ping",namespace="none"}"#
+            ),
+            Some(2.0),
+            "{text}"
+        );
+        // An unsampled trace is never exported: an exemplar would link to nothing.
+        assert!(!text.contains("1111111111111111"), "{text}");
+        assert!(
+            text.contains(r#"# {trace_id="22222222222222222222222222222222"}"#),
+            "{text}"
         );
     }
 

@@ -179,20 +179,21 @@ impl GatewayMetrics {
     }
 
     /// Records one finished request (the metrics layer calls this; a frontend calls it for a
-    /// request it refused before any layer saw it).
+    /// request it refused before any layer saw it). `exemplar` is the trace id to link the
+    /// latency sample to: only a sampled (exported) trace's, or an exemplar links to nothing.
     pub fn record(
         &self,
         method: McpMethod,
         namespace: Namespace,
         verdict: Verdict,
         elapsed: Duration,
-        trace_id: Option<TraceId>,
+        exemplar: Option<TraceId>,
     ) {
         let seconds = elapsed.as_secs_f64();
         let route = RouteLabels { method, namespace };
         self.inner.duration.get_or_create(&route).observe(
             seconds,
-            trace_id.map(TraceExemplar),
+            exemplar.map(TraceExemplar),
             None,
         );
         let RouteLabels { method, namespace } = route;

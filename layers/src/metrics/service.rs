@@ -82,7 +82,6 @@ where
         let method = req.message().map_or(McpMethod::Other, |m| m.method());
         let namespace = req.namespace();
         let trace = req.extensions().get::<TraceContext>();
-        let trace_id = trace.map(|c| c.trace_id);
         let log = match &self.log {
             RequestLogging::Off => None,
             RequestLogging::On(sink) => Some(sink.clone()),
@@ -94,7 +93,13 @@ where
             client_addr: req.client_addr(),
             sink,
         });
-        let completion = Completion::start(self.metrics.clone(), method, namespace, trace_id, log);
+        let completion = Completion::start(
+            self.metrics.clone(),
+            method,
+            namespace,
+            trace.map(|c| (c.trace_id, c.sampled)),
+            log,
+        );
         ResponseFuture::new(self.inner.call(req), completion)
     }
 }

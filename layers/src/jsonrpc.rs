@@ -23,6 +23,8 @@ use serde_json::value::RawValue;
 
 use crate::classify::{Component, ErrorClass, ErrorType, code};
 
+mod scan;
+
 /// Which of the four JSON-RPC message shapes a message has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -194,7 +196,7 @@ struct MetaTrace {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Message(Box<Fields>);
 
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Fields {
     raw: Bytes,
     kind: Kind,
@@ -318,6 +320,13 @@ impl Fields {
     /// Peeks the `params` object that `buf[at]` holds (a rewrite's new bytes); false when they
     /// do not peek.
     fn peek_params_at(&mut self, buf: &[u8], at: Range<usize>) -> bool {
+        if let Some((name, meta)) = scan::peek_params(&buf[..at.end], at.start) {
+            let named = matches!(self.method, McpMethod::ToolsCall | McpMethod::PromptsGet);
+            self.tool_name = name.filter(|_| named).map(Text::Span);
+            self.meta = meta;
+            self.params = Some(at);
+            return true;
+        }
         std::str::from_utf8(&buf[at])
             .is_ok_and(|p| self.peek_params(p, buf.as_ptr() as usize).is_ok())
     }
@@ -374,8 +383,6 @@ fn text_at(Str(s): Str<'_>, base: usize) -> Text {
 impl Message {
     /// Peeks a message. The bytes are kept as they are.
     pub fn parse(raw: Bytes) -> Result<Message, PeekError> {
-        let base = raw.as_ptr() as usize;
-        let text = |s: Str<'_>| text_at(s, base);
         let first = raw.iter().find(|b| !b.is_ascii_whitespace());
         match first {
             Some(b'{') => {}
@@ -390,6 +397,18 @@ impl Message {
                 );
             }
         }
+        if let Some(mut fields) = scan::peek(&raw) {
+            fields.raw = raw;
+            return Ok(Message(Box::new(fields)));
+        }
+        Self::parse_with_serde(raw).map(|fields| Message(Box::new(fields)))
+    }
+
+    /// The peek by serde: for what the one-pass scan leaves (escapes, duplicates, error
+    /// responses), and for the errors' messages.
+    fn parse_with_serde(raw: Bytes) -> Result<Fields, PeekError> {
+        let base = raw.as_ptr() as usize;
+        let text = |s: Str<'_>| text_at(s, base);
         let env: Envelope<'_> = serde_json::from_slice(&raw).map_err(|e| {
             if e.is_data() {
                 PeekError::Invalid("a member has the wrong type")
@@ -461,7 +480,7 @@ impl Message {
             msg.is_tool_error = peek.is_error == Some(true);
         }
         msg.raw = raw;
-        Ok(Message(Box::new(msg)))
+        Ok(msg)
     }
 
     fn text<'a>(&'a self, t: &'a Text) -> &'a str {

@@ -153,11 +153,32 @@ pub(super) fn new_session_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn accepts(req_headers: &http::HeaderMap, what: &str) -> bool {
-    req_headers.get_all(http::header::ACCEPT).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|v| v.contains(what) || v.contains("*/*"))
-    })
+/// Which answers a request's `Accept` allows, read once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Accepted {
+    json: bool,
+    event_stream: bool,
+}
+
+/// Media ranges compared case-insensitively, parameters (`;q=`) ignored. Without the header
+/// neither is named: a POST is still answered (as JSON), an event stream needs asking for.
+fn accepted(headers: &http::HeaderMap) -> Accepted {
+    let mut accepted = Accepted {
+        json: false,
+        event_stream: false,
+    };
+    for range in headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        let range = range.split(';').next().unwrap_or("").trim();
+        let is = |media: &str| range.eq_ignore_ascii_case(media);
+        accepted.json |= is("application/json") || is("application/*") || is("*/*");
+        accepted.event_stream |= is("text/event-stream") || is("text/*") || is("*/*");
+    }
+    accepted
 }
 
 fn json_response(raw: Bytes, session_id: Option<&str>) -> Response<ResponseBody> {
@@ -220,8 +241,8 @@ impl Frontend {
         peer: SocketAddr,
         started: Instant,
     ) -> Response<ResponseBody> {
-        if !(accepts(req.headers(), "application/json")
-            || accepts(req.headers(), "text/event-stream"))
+        let accepted = accepted(req.headers());
+        if !(accepted.json || accepted.event_stream)
             && req.headers().contains_key(http::header::ACCEPT)
         {
             let class = client_error(ErrorType::Validation, StatusCode::NOT_ACCEPTABLE);
@@ -252,7 +273,7 @@ impl Frontend {
             return resp;
         }
         // Calls may send progress and the backend's own requests while they run: stream them.
-        if msg.method() == McpMethod::ToolsCall && accepts(&parts.headers, "text/event-stream") {
+        if msg.method() == McpMethod::ToolsCall && accepted.event_stream {
             let (tx, rx) = mpsc::channel::<Bytes>(64);
             let session = entry.session.clone();
             let frontend = self.clone();
@@ -320,7 +341,7 @@ impl Frontend {
         req: Request<Incoming>,
         started: Instant,
     ) -> Response<ResponseBody> {
-        if !accepts(req.headers(), "text/event-stream") {
+        if !accepted(req.headers()).event_stream {
             let class = client_error(ErrorType::Validation, StatusCode::NOT_ACCEPTABLE);
             return self.refused(&class, "Accept must allow text/event-stream", started);
         }
@@ -396,5 +417,36 @@ impl Frontend {
         self.streamable.remove(&id);
         tracing::info!(session_id = %id, "session ended by the client");
         Response::new(full(Bytes::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepted_for(values: &[&str]) -> (bool, bool) {
+        let mut headers = http::HeaderMap::new();
+        for v in values {
+            headers.append(http::header::ACCEPT, HeaderValue::from_str(v).unwrap());
+        }
+        let a = accepted(&headers);
+        (a.json, a.event_stream)
+    }
+
+    #[test]
+    fn accept_is_read_as_media_ranges() {
+        assert_eq!(accepted_for(&[]), (false, false));
+        assert_eq!(accepted_for(&["application/json"]), (true, false));
+        assert_eq!(
+            accepted_for(&["application/json, text/event-stream"]),
+            (true, true)
+        );
+        assert_eq!(accepted_for(&["Text/Event-Stream;q=0.9"]), (false, true));
+        assert_eq!(accepted_for(&["text/html", "*/*;q=0.1"]), (true, true));
+        assert_eq!(accepted_for(&["application/*"]), (true, false));
+        assert_eq!(accepted_for(&["text/*"]), (false, true));
+        assert_eq!(accepted_for(&["text/html"]), (false, false));
+        // A media type that merely contains another's name is not it.
+        assert_eq!(accepted_for(&["application/json-seq"]), (false, false));
     }
 }

@@ -20,7 +20,7 @@ use mcp_gateway_layers::classify::ClassifyLayer;
 use mcp_gateway_layers::edge::ErrorResponseLayer;
 use mcp_gateway_layers::limit::InFlightLimitLayer;
 use mcp_gateway_layers::metrics::MetricsLayer;
-use mcp_gateway_layers::parts::{JsonRpcRequest, JsonRpcResponse};
+use mcp_gateway_layers::parts::{JsonRpcRequest, JsonRpcResponse, Namespace};
 use mcp_gateway_layers::retry::RetryPolicy;
 use mcp_gateway_layers::trace::TraceLayer;
 use tower::ServiceBuilder;
@@ -46,6 +46,8 @@ pub struct Gateway {
 pub(crate) struct GatewayInner {
     pub(crate) config: Arc<Config>,
     pub(crate) backends: Vec<Arc<BackendConfig>>,
+    /// Each backend's namespace as the layers label it, made once (a request clones one).
+    pub(crate) namespaces: Vec<Namespace>,
     pub(crate) telemetry: Telemetry,
     in_flight: InFlightLimitLayer,
     /// Connections to HTTP backends, shared by every session.
@@ -79,10 +81,15 @@ impl Gateway {
                 )
             })
             .collect();
+        let namespaces = backends
+            .iter()
+            .map(|b| Namespace::new(&b.namespace))
+            .collect();
         Gateway {
             inner: Arc::new(GatewayInner {
                 config,
                 backends,
+                namespaces,
                 telemetry,
                 in_flight,
                 http_pool,

@@ -284,14 +284,6 @@ impl ProxySession {
         }
     }
 
-    fn namespaces(&self) -> Vec<Namespace> {
-        self.gateway
-            .backends
-            .iter()
-            .map(|b| Namespace::new(&b.namespace))
-            .collect()
-    }
-
     fn resolve_name(&self, prefixed: &str) -> Option<Route> {
         let sep = &self.gateway.config.tool_name_separator;
         let state = lock(&self.state);
@@ -645,7 +637,7 @@ impl ProxySession {
                     .collect()
             }
         };
-        let namespaces = self.namespaces();
+        let namespaces = self.gateway.namespaces.clone();
         let requests: Vec<(usize, Message)> = targets
             .into_iter()
             .filter(|(i, _)| *i < namespaces.len())
@@ -1003,7 +995,7 @@ impl Session for ProxySession {
                         _ => None,
                     };
                     let namespace = match &route {
-                        Some(Route(i, _)) => Namespace::new(&self.gateway.backends[*i].namespace),
+                        Some(Route(i, _)) => self.gateway.namespaces[*i].clone(),
                         None => Namespace::unrouted(),
                     };
                     let mut req = JsonRpcRequest::new(message);

@@ -1,7 +1,9 @@
 //! W3C trace propagation for MCP: the caller's context is read from `traceparent`/`tracestate`/
 //! `baggage` HTTP headers and from JSON-RPC `params._meta` (SEP-414; `_meta` wins), a server
-//! span is started with the OpenTelemetry MCP attributes, and its [`TraceContext`] goes into the
-//! request extensions, where log events, metric exemplars and [`PropagateTraceLayer`] read it.
+//! span is started with the OpenTelemetry MCP attributes (a sampled one; an unsampled span is
+//! never exported and carries only what log lines carry: `sampled`, trace and span ids, method,
+//! request id, session), and its [`TraceContext`] goes into the request extensions, where log
+//! events, metric exemplars and [`PropagateTraceLayer`] read it.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -39,7 +41,7 @@ mod tests {
     use super::*;
     use crate::parts::{JsonRpcRequest, JsonRpcResponse};
     use crate::test_support::*;
-    use tower::{Layer, ServiceExt};
+    use tower::{Layer, Service, ServiceExt};
     use tower_test::mock;
 
     const HEADER_PARENT: &str = "00-11111111111111111111111111111111-2222222222222222-01";
@@ -61,6 +63,84 @@ mod tests {
         send.send_response(message_response(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#));
         call.await.unwrap().unwrap();
         seen.extensions.get::<TraceContext>().unwrap().clone()
+    }
+
+    /// The names of the fields each new span was given a value for.
+    #[derive(Clone, Default)]
+    struct SpanFieldNames(std::sync::Arc<std::sync::Mutex<Vec<Vec<&'static str>>>>);
+
+    impl tracing::Subscriber for SpanFieldNames {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, attrs: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            let mut names = Vec::new();
+            attrs.record(&mut |f: &tracing::field::Field, _: &dyn std::fmt::Debug| {
+                names.push(f.name());
+            });
+            self.0.lock().unwrap().push(names);
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, _: &tracing::Event<'_>) {}
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn an_unsampled_span_carries_only_what_log_lines_carry() {
+        let names = SpanFieldNames::default();
+        tracing::subscriber::with_default(names.clone(), || {
+            for flags in ["01", "00"] {
+                let mut req = message_request(
+                    r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#,
+                );
+                let mut headers = http::HeaderMap::new();
+                let parent =
+                    format!("00-11111111111111111111111111111111-2222222222222222-{flags}");
+                headers.insert("traceparent", parent.parse().unwrap());
+                headers.insert("mcp-session-id", "s1".parse().unwrap());
+                headers.insert("mcp-protocol-version", "2025-06-18".parse().unwrap());
+                req.context.headers = Some(std::sync::Arc::new(headers));
+                let inner = tower::service_fn(|_: JsonRpcRequest| {
+                    std::future::ready(Ok::<_, std::convert::Infallible>(message_response(
+                        r#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+                    )))
+                });
+                // The span is made in `call`; the future is not needed.
+                drop(TraceLayer::new().layer(inner).call(req));
+            }
+        });
+        let spans = names.0.lock().unwrap().clone();
+        let carried = [
+            "sampled",
+            "trace_id",
+            "span_id",
+            "mcp.method.name",
+            "jsonrpc.request.id",
+            "mcp.session.id",
+        ];
+        let exported = [
+            "otel.kind",
+            "parent_span_id",
+            "gen_ai.tool.name",
+            "mcp.protocol.version",
+            "network.transport",
+        ];
+        let mut all: Vec<_> = carried.iter().chain(&exported).copied().collect();
+        let sorted = |mut v: Vec<&'static str>| {
+            v.sort_unstable();
+            v
+        };
+        all.sort_unstable();
+        assert_eq!(spans.len(), 2);
+        assert_eq!(
+            sorted(spans[0].clone()),
+            all,
+            "a sampled span has every attribute"
+        );
+        assert_eq!(sorted(spans[1].clone()), sorted(carried.to_vec()));
     }
 
     #[tokio::test]

@@ -71,20 +71,23 @@ where
     fn call(&mut self, mut req: Req) -> Self::Future {
         let ctx = incoming_context(&req, self.sample_ratio);
         let msg = req.message();
-        let parent_hex = ctx.parent_span_id.map(SpanId::hex);
+        // An unsampled span is never exported: it carries only what log lines carry (ids,
+        // method, session), and the exporter's attributes are neither computed nor visited.
+        let sampled = ctx.sampled;
+        let parent_hex = ctx.parent_span_id.filter(|_| sampled).map(SpanId::hex);
         let span = tracing::info_span!(
             "mcp.server",
-            otel.kind = "server",
-            sampled = ctx.sampled,
+            otel.kind = sampled.then_some("server"),
+            sampled,
             trace_id = ctx.trace_id.hex().as_str(),
             span_id = ctx.span_id.hex().as_str(),
             parent_span_id = parent_hex.as_ref().map(Hex::as_str),
             mcp.method.name = msg.and_then(|m| m.method_name()),
             jsonrpc.request.id = msg.and_then(|m| m.id_raw()),
-            gen_ai.tool.name = msg.and_then(|m| m.tool_name()),
+            gen_ai.tool.name = msg.filter(|_| sampled).and_then(|m| m.tool_name()),
             mcp.session.id = header(&req, MCP_SESSION_ID),
-            mcp.protocol.version = header(&req, MCP_PROTOCOL_VERSION),
-            network.transport = "tcp",
+            mcp.protocol.version = sampled.then(|| header(&req, MCP_PROTOCOL_VERSION)).flatten(),
+            network.transport = sampled.then_some("tcp"),
             error.type = Empty,
         );
         req.extensions_mut().insert(ctx);

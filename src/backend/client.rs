@@ -225,6 +225,8 @@ struct Shared {
     /// after a restart so the new process is in the same state.
     handshake: Mutex<(Option<Message>, bool)>,
     metrics: BackendMetrics,
+    /// The series of this backend's successful calls, looked up once: most calls succeed.
+    ok_calls: Counter,
     /// Set once the backend is to stop; `stop` wakes the supervisor.
     stopping: AtomicBool,
     stop: Notify,
@@ -288,8 +290,17 @@ impl BackendClient {
         metrics: BackendMetrics,
     ) -> BackendClient {
         let (link, _) = watch::channel(Link::Connecting);
+        let namespace = Namespace::new(&config.namespace);
+        let ok_calls = metrics
+            .requests
+            .get_or_create(&BackendLabels {
+                backend: namespace.clone(),
+                backend_type: config.transport.as_str(),
+                status: "ok",
+            })
+            .clone();
         let shared = Arc::new(Shared {
-            namespace: Namespace::new(&config.namespace),
+            namespace,
             index,
             transport: config.transport,
             timeout: config.timeout(),
@@ -300,6 +311,7 @@ impl BackendClient {
             events_pending: AtomicBool::new(false),
             handshake: Mutex::default(),
             metrics,
+            ok_calls,
             stopping: AtomicBool::new(false),
             stop: Notify::new(),
         });
@@ -365,21 +377,26 @@ impl BackendClient {
     /// back to the request's own. Dropping the future cancels the call at the backend.
     pub async fn call(&self, id: u64, request: &Message) -> Reply {
         let result = self.call_inner(id, request).await;
-        let status = match &result {
-            Ok(resp) => resp
-                .failure_class(Component::Backend)
-                .map_or("ok", |c| c.error_type.as_str()),
-            Err(e) => e.class().error_type.as_str(),
+        let failed = match &result {
+            Ok(resp) => resp.failure_class(Component::Backend).map(|c| c.error_type),
+            Err(e) => Some(e.class().error_type),
         };
-        self.shared
-            .metrics
-            .requests
-            .get_or_create(&BackendLabels {
-                backend: self.shared.namespace.clone(),
-                backend_type: self.shared.transport.as_str(),
-                status,
-            })
-            .inc();
+        match failed {
+            None => {
+                self.shared.ok_calls.inc();
+            }
+            Some(error_type) => {
+                self.shared
+                    .metrics
+                    .requests
+                    .get_or_create(&BackendLabels {
+                        backend: self.shared.namespace.clone(),
+                        backend_type: self.shared.transport.as_str(),
+                        status: error_type.as_str(),
+                    })
+                    .inc();
+            }
+        }
         result
     }
 

@@ -130,6 +130,9 @@ mod tests {
             ("01", "22222222222222222222222222222222"),
             // Second, so that in the same bucket it would replace the first's exemplar.
             ("00", "11111111111111111111111111111111"),
+            // The series are looked up once: a later sample still reaches the same ones.
+            ("01", "33333333333333333333333333333333"),
+            ("00", "44444444444444444444444444444444"),
         ] {
             let (inner, mut handle) = mock::pair::<
                 http::Request<http_body_util::Full<bytes::Bytes>>,
@@ -156,13 +159,22 @@ mod tests {
                 &text,
                 r#"gateway_request_duration_seconds_count{method="ping",namespace="none"}"#
             ),
-            Some(2.0),
+            Some(4.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"gateway_requests_total{method="ping",namespace="none",status="ok"}"#
+            ),
+            Some(4.0),
             "{text}"
         );
         // An unsampled trace is never exported: an exemplar would link to nothing.
         assert!(!text.contains("1111111111111111"), "{text}");
+        assert!(!text.contains("4444444444444444"), "{text}");
         assert!(
-            text.contains(r#"# {trace_id="22222222222222222222222222222222"}"#),
+            text.contains(r#"# {trace_id="33333333333333333333333333333333"}"#),
             "{text}"
         );
     }

@@ -1,4 +1,7 @@
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::{
@@ -105,10 +108,47 @@ pub struct GatewayMetrics {
     inner: std::sync::Arc<MetricsInner>,
 }
 
+/// The two series every finished request records: its duration and its count.
+type RequestSeries = (HistogramWithExemplars<TraceExemplar>, Counter);
+
+/// Both series of a request by (method, namespace, status).
+type SeriesCache =
+    HashMap<(McpMethod, Namespace, &'static str), RequestSeries, BuildHasherDefault<LabelHasher>>;
+
+/// A multiply-and-rotate hash (rustc's) for label keys, which no client chooses: methods are an
+/// enum, namespaces come from configuration and statuses are static.
+#[derive(Default)]
+struct LabelHasher(u64);
+
+impl Hasher for LabelHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = self.0.wrapping_add(n).wrapping_mul(0xf135_7aea_2e62_a9c5);
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0.rotate_left(26)
+    }
+}
+
 #[derive(Debug)]
 struct MetricsInner {
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, HistogramWithExemplars<TraceExemplar>>,
+    /// Both series of a request by (method, namespace, status), handles into the two families:
+    /// one cheap lookup where the families' maps take two under SipHash. As bounded as they are.
+    series: RwLock<SeriesCache>,
     errors: Family<ErrorLabels, Counter>,
     error_duration: Family<ErrorDurationLabels, Histogram>,
     in_flight: Gauge,
@@ -127,6 +167,7 @@ impl GatewayMetrics {
             error_duration: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
             in_flight: Gauge::default(),
             recovery: Family::default(),
+            series: RwLock::default(),
         };
         registry.register(
             "gateway_requests",
@@ -190,21 +231,40 @@ impl GatewayMetrics {
         exemplar: Option<TraceId>,
     ) {
         let seconds = elapsed.as_secs_f64();
-        let route = RouteLabels { method, namespace };
-        self.inner.duration.get_or_create(&route).observe(
-            seconds,
-            exemplar.map(TraceExemplar),
-            None,
-        );
-        let RouteLabels { method, namespace } = route;
-        self.inner
-            .requests
-            .get_or_create(&RequestLabels {
-                method,
-                namespace,
-                status: verdict.status_label(),
-            })
-            .inc();
+        let key = (method, namespace, verdict.status_label());
+        let record = |(duration, count): &RequestSeries| {
+            duration.observe(seconds, exemplar.map(TraceExemplar), None);
+            count.inc();
+        };
+        let known = self
+            .inner
+            .series
+            .read()
+            .map(|series| series.get(&key).map(record));
+        if !matches!(known, Ok(Some(()))) {
+            let (method, namespace, status) = key.clone();
+            let series = (
+                self.inner
+                    .duration
+                    .get_or_create(&RouteLabels {
+                        method,
+                        namespace: namespace.clone(),
+                    })
+                    .clone(),
+                self.inner
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        method,
+                        namespace,
+                        status,
+                    })
+                    .clone(),
+            );
+            record(&series);
+            if let Ok(mut cache) = self.inner.series.write() {
+                cache.insert(key, series);
+            }
+        }
         if let Verdict::Failure(class) = verdict {
             self.record_error(&class, seconds);
         }

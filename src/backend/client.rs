@@ -402,7 +402,7 @@ impl BackendClient {
 
     async fn call_inner(&self, id: u64, request: &Message) -> Reply {
         let tx = self.sender().await?;
-        let outgoing = request.with_id(&id.to_string());
+        let outgoing = request.with_id(itoa::Buffer::new().format(id));
         if request.method_name() == Some("initialize") {
             lock(&self.shared.handshake).0 = Some(request.detached());
         }

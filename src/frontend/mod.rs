@@ -207,12 +207,12 @@ pub(crate) fn context(
     parts: http::request::Parts,
     peer: SocketAddr,
     related: Option<tokio::sync::mpsc::Sender<Bytes>>,
-    session_id: Option<&str>,
+    session_id: Option<Arc<str>>,
 ) -> crate::mcp::RequestContext {
     crate::mcp::RequestContext {
         related,
         client_addr: Some(peer),
-        session_id: session_id.map(Arc::from),
+        session_id,
         headers: Arc::new(parts.headers),
     }
 }

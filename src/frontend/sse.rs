@@ -107,7 +107,7 @@ impl Frontend {
         };
         let frontend = self.clone();
         tokio::spawn(async move {
-            let ctx = super::context(parts, peer, None, Some(&id));
+            let ctx = super::context(parts, peer, None, Some(Arc::from(id)));
             if let Some(resp) = frontend.dispatch(session, msg, ctx).await {
                 let _ = outbox.send(resp.into_raw()).await;
             }

@@ -72,6 +72,8 @@ impl EventLog {
 }
 
 struct Entry {
+    /// Its id, shared with every request's context (one allocation per session).
+    id: Arc<str>,
     session: Arc<dyn Session>,
     log: Arc<EventLog>,
     last_used: Mutex<Instant>,
@@ -79,7 +81,7 @@ struct Entry {
 
 /// The live Streamable HTTP sessions.
 pub(crate) struct Sessions {
-    map: Mutex<HashMap<String, Arc<Entry>>>,
+    map: Mutex<HashMap<Arc<str>, Arc<Entry>>>,
     idle: Duration,
 }
 
@@ -129,7 +131,7 @@ pub(crate) async fn reap_idle(frontend: Weak<Frontend>) {
         let Some(frontend) = frontend.upgrade() else {
             return;
         };
-        let expired: Vec<String> = lock(&frontend.streamable.map)
+        let expired: Vec<Arc<str>> = lock(&frontend.streamable.map)
             .iter()
             .filter(|(_, e)| lock(&e.last_used).elapsed() > idle)
             .map(|(id, _)| id.clone())
@@ -200,7 +202,7 @@ impl Frontend {
         &self,
         headers: &http::HeaderMap,
         started: Instant,
-    ) -> Result<(String, Arc<Entry>), Box<Response<ResponseBody>>> {
+    ) -> Result<Arc<Entry>, Box<Response<ResponseBody>>> {
         if let Some(version) = headers.get(MCP_PROTOCOL_VERSION) {
             let supported = version
                 .to_str()
@@ -223,7 +225,7 @@ impl Frontend {
             )));
         };
         match self.streamable.get(id) {
-            Some(entry) => Ok((id.to_owned(), entry)),
+            Some(entry) => Ok(entry),
             None => {
                 let class = client_error(ErrorType::NotFound, StatusCode::NOT_FOUND);
                 Err(Box::new(self.refused(
@@ -259,14 +261,15 @@ impl Frontend {
         if msg.method() == McpMethod::Initialize {
             return self.initialize(parts, peer, msg).await;
         }
-        let (id, entry) = match self.session_of(&parts.headers, started) {
+        let entry = match self.session_of(&parts.headers, started) {
             Ok(found) => found,
             Err(resp) => return *resp,
         };
+        let id = entry.id.clone();
         if msg.kind() != Kind::Request {
             // Handled before it is accepted: a client that waits for the 202 knows a cancellation
             // (or an answer) was handed on before what it sends next.
-            let ctx = context(parts, peer, None, Some(&id));
+            let ctx = context(parts, peer, None, Some(id));
             self.clone().dispatch(entry.session.clone(), msg, ctx).await;
             let mut resp = Response::new(full(Bytes::new()));
             *resp.status_mut() = StatusCode::ACCEPTED;
@@ -277,7 +280,7 @@ impl Frontend {
             let (tx, rx) = mpsc::channel::<Bytes>(64);
             let session = entry.session.clone();
             let frontend = self.clone();
-            let ctx = context(parts, peer, Some(tx.clone()), Some(&id));
+            let ctx = context(parts, peer, Some(tx.clone()), Some(id));
             tokio::spawn(async move {
                 if let Some(resp) = frontend.dispatch(session, msg, ctx).await {
                     let _ = tx.send(resp.into_raw()).await;
@@ -285,7 +288,7 @@ impl Frontend {
             });
             return sse_response(ChannelBody::boxed(rx, as_event, ()));
         }
-        let ctx = context(parts, peer, None, Some(&id));
+        let ctx = context(parts, peer, None, Some(id));
         match self.clone().dispatch(entry.session.clone(), msg, ctx).await {
             Some(resp) => json_response(resp.into_raw(), None),
             None => {
@@ -302,7 +305,7 @@ impl Frontend {
         peer: SocketAddr,
         msg: mcp_gateway_layers::jsonrpc::Message,
     ) -> Response<ResponseBody> {
-        let id = new_session_id();
+        let id: Arc<str> = new_session_id().into();
         let (outbox, mut outgoing) = Outbox::new(256);
         let session = self.handler.open(ClientTransport::StreamableHttp, outbox);
         let log = Arc::new(EventLog::new(self.config.sessions.replay_events));
@@ -314,7 +317,7 @@ impl Frontend {
         });
         let resp = session
             .clone()
-            .handle(msg, context(parts, peer, None, Some(&id)))
+            .handle(msg, context(parts, peer, None, Some(id.clone())))
             .await;
         let Some(resp) = resp else {
             session.close();
@@ -327,6 +330,7 @@ impl Frontend {
         lock(&self.streamable.map).insert(
             id.clone(),
             Arc::new(Entry {
+                id: id.clone(),
                 session,
                 log,
                 last_used: Mutex::new(Instant::now()),
@@ -345,7 +349,7 @@ impl Frontend {
             let class = client_error(ErrorType::Validation, StatusCode::NOT_ACCEPTABLE);
             return self.refused(&class, "Accept must allow text/event-stream", started);
         }
-        let (_, entry) = match self.session_of(req.headers(), started) {
+        let entry = match self.session_of(req.headers(), started) {
             Ok(found) => found,
             Err(resp) => return *resp,
         };
@@ -411,7 +415,7 @@ impl Frontend {
         started: Instant,
     ) -> Response<ResponseBody> {
         let id = match self.session_of(req.headers(), started) {
-            Ok((id, _)) => id,
+            Ok(entry) => entry.id.clone(),
             Err(resp) => return *resp,
         };
         self.streamable.remove(&id);

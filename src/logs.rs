@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use crate::lock;
 use mcp_gateway_layers::jsonrpc::{needs_no_escape, push_json_string};
 use mcp_gateway_layers::metrics::{REQUEST_LOG_TARGET, RequestLogRecord, RequestLogSink};
+use mcp_gateway_layers::trace::LogScope;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
@@ -271,23 +272,45 @@ where
     let own = event.metadata().fields();
     // One bit per CARRIED field already written.
     let mut written = 0u8;
+    let mut carry = |line: &mut Vec<u8>, index: usize, write: &dyn Fn(&mut Vec<u8>)| {
+        let name = CARRIED[index].1;
+        if written & (1 << index) != 0 || own.field(name).is_some() {
+            return;
+        }
+        written |= 1 << index;
+        // Carried names are identifiers: nothing in them needs escaping.
+        line.extend_from_slice(b",\"");
+        line.extend_from_slice(name.as_bytes());
+        line.extend_from_slice(b"\":");
+        write(line);
+    };
     if let Some(scope) = ctx.event_scope(event) {
         for span in scope {
             if let Some(carried) = span.extensions().get::<SpanFields>() {
-                for (name, json, index) in carried.present() {
-                    if written & (1 << index) != 0 || own.field(name).is_some() {
-                        continue;
-                    }
-                    written |= 1 << index;
-                    // Carried names are identifiers: nothing in them needs escaping.
-                    line.extend_from_slice(b",\"");
-                    line.extend_from_slice(name.as_bytes());
-                    line.extend_from_slice(b"\":");
-                    line.extend_from_slice(json);
+                for (_, json, index) in carried.present() {
+                    carry(&mut line, index, &|line| line.extend_from_slice(json));
                 }
             }
         }
     }
+    // An unsampled request's fields, when it runs in a log scope instead of a span: outermost.
+    LogScope::with_current(|scope| {
+        let Some(scope) = scope else { return };
+        let (trace, span) = (scope.trace_id.hex(), scope.span_id.hex());
+        // In CARRIED's order: as the request's span would have carried them.
+        let values = [
+            Some(trace.as_str()),
+            Some(span.as_str()),
+            scope.session_id.as_deref(),
+            scope.request_id(),
+            scope.method_name(),
+        ];
+        for (index, value) in values.into_iter().enumerate() {
+            if let Some(value) = value {
+                carry(&mut line, index, &|line| push_json_string(line, value));
+            }
+        }
+    });
     line.extend_from_slice(b"}\n");
     line
 }
@@ -295,14 +318,20 @@ where
 static REQUEST_LINES_DIRECT: AtomicBool = AtomicBool::new(false);
 
 /// Declares that [`JsonLogLayer`] is the process's only log layer, so that gateways started
-/// afterwards write their request lines with [`JsonRequestLog`]. Without it, they emit `tracing`
-/// events that every layer sees.
-pub fn write_request_lines_directly() {
+/// afterwards write their request lines with [`JsonRequestLog`] and run unsampled requests in a
+/// [`LogScope`] rather than a span (the layer reads both). Without it, they emit `tracing` events
+/// and spans that every layer sees.
+pub fn json_layer_only() {
     REQUEST_LINES_DIRECT.store(true, Ordering::Relaxed);
 }
 
-/// The sink for request lines, when [`write_request_lines_directly`] was called: one for the
-/// process, shared by every session's stack.
+/// Whether [`json_layer_only`] was called.
+pub(crate) fn is_json_layer_only() -> bool {
+    REQUEST_LINES_DIRECT.load(Ordering::Relaxed)
+}
+
+/// The sink for request lines, when [`json_layer_only`] was called: one for the process, shared
+/// by every session's stack.
 pub(crate) fn request_log_sink() -> Option<Arc<dyn RequestLogSink>> {
     static SINK: OnceLock<Arc<dyn RequestLogSink>> = OnceLock::new();
     REQUEST_LINES_DIRECT
@@ -654,6 +683,9 @@ mod tests {
     struct Lines(Arc<Mutex<Vec<String>>>);
 
     impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Lines {
+        fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+            JsonLogLayer.on_new_span(attrs, id, ctx);
+        }
         fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
             let line = String::from_utf8(event_line(event, &ctx)).unwrap();
             lock(&self.0).push(line);
@@ -692,6 +724,58 @@ mod tests {
             out.replace_range(start..start + len, "_");
         }
         out
+    }
+
+    #[tokio::test]
+    async fn a_line_in_an_unsampled_request_s_log_scope_carries_what_its_span_carried() {
+        use mcp_gateway_layers::jsonrpc::Message;
+        use mcp_gateway_layers::parts::{JsonRpcRequest, JsonRpcResponse};
+        use mcp_gateway_layers::trace::TraceLayer;
+        use tower::{ServiceExt, service_fn};
+        use tracing_subscriber::layer::SubscriberExt;
+
+        let lines = Lines::default();
+        let _guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(lines.clone()));
+        let unsampled = TraceLayer::new().sample_ratio(0.0);
+        for layer in [unsampled, unsampled.scope_unsampled_requests()] {
+            let mut req = JsonRpcRequest::new(
+                Message::parse(r#"{"jsonrpc":"2.0","id":"a\"7","method":"tools/call"}"#.into())
+                    .unwrap(),
+            );
+            let mut headers = http::HeaderMap::new();
+            headers.insert("mcp-session-id", "s1".parse().unwrap());
+            req.context.headers = Some(Arc::new(headers));
+            let svc = service_fn(|_: JsonRpcRequest| async {
+                tracing::warn!(detail = 1, "inside the request");
+                let msg = Message::parse(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#.into());
+                Ok::<_, std::convert::Infallible>(JsonRpcResponse::new(msg.unwrap()))
+            });
+            tower::Layer::layer(&layer, svc).oneshot(req).await.unwrap();
+        }
+        tracing::warn!("after it");
+        let lines: Vec<Value> = lock(&lines.0)
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3);
+        let (spanned, scoped) = (&lines[0], &lines[1]);
+        for key in [
+            "session_id",
+            "request_id",
+            "method",
+            "detail",
+            "msg",
+            "level",
+        ] {
+            assert_eq!(spanned[key], scoped[key], "{key}: {spanned} {scoped}");
+        }
+        assert_eq!(scoped["request_id"], r#""a\"7""#);
+        assert_eq!(scoped["trace_id"].as_str().map(str::len), Some(32));
+        assert_eq!(scoped["span_id"].as_str().map(str::len), Some(16));
+        let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(spanned), keys(scoped));
+        assert!(lines[2].get("trace_id").is_none(), "{}", lines[2]);
     }
 
     #[tokio::test]

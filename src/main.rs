@@ -45,7 +45,7 @@ fn init_telemetry(otlp: Option<mcp_gateway::otlp::OtlpLayer>) {
             .boxed()
     } else {
         // The JSON layer is the only log layer: request lines can skip tracing's dispatch.
-        mcp_gateway::logs::write_request_lines_directly();
+        mcp_gateway::logs::json_layer_only();
         mcp_gateway::logs::JsonLogLayer.with_filter(filter).boxed()
     };
     tracing_subscriber::registry().with(logs).with(otlp).init();

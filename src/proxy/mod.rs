@@ -122,9 +122,15 @@ impl GatewayInner {
             Some(sink) => MetricsLayer::new(metrics.clone()).log_requests_to(sink),
             None => MetricsLayer::new(metrics.clone()).log_requests(),
         };
+        let trace_layer = TraceLayer::new().sample_ratio(self.config.tracing.sampling_ratio);
+        let trace_layer = if crate::logs::is_json_layer_only() {
+            trace_layer.scope_unsampled_requests()
+        } else {
+            trace_layer
+        };
         BoxCloneSyncService::new(
             ServiceBuilder::new()
-                .layer(TraceLayer::new().sample_ratio(self.config.tracing.sampling_ratio))
+                .layer(trace_layer)
                 .layer(metrics_layer)
                 .layer(ErrorResponseLayer::new())
                 .layer(self.in_flight.clone())

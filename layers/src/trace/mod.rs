@@ -28,12 +28,14 @@ mod context;
 mod future;
 mod layer;
 mod propagate;
+mod scope;
 mod service;
 
 pub use context::{Hex, SpanId, TraceContext, TraceId, TraceParent};
 pub use future::ResponseFuture;
 pub use layer::TraceLayer;
 pub use propagate::{InjectTrace, PropagateTrace, PropagateTraceLayer};
+pub use scope::{Entered, LogScope};
 pub use service::Trace;
 
 #[cfg(test)]
@@ -141,6 +143,55 @@ mod tests {
             "a sampled span has every attribute"
         );
         assert_eq!(sorted(spans[1].clone()), sorted(carried.to_vec()));
+    }
+
+    #[tokio::test]
+    async fn an_unsampled_request_can_run_in_a_log_scope_instead_of_a_span() {
+        let names = SpanFieldNames::default();
+        let _default = tracing::subscriber::set_default(names.clone());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        for flags in ["01", "00"] {
+            let mut req = message_request(r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#);
+            let mut headers = http::HeaderMap::new();
+            let parent = format!("00-11111111111111111111111111111111-2222222222222222-{flags}");
+            headers.insert("traceparent", parent.parse().unwrap());
+            req.context.headers = Some(std::sync::Arc::new(headers));
+            req.context.session_id = Some(std::sync::Arc::from("s1"));
+            let record = seen.clone();
+            let inner = tower::service_fn(move |_: JsonRpcRequest| {
+                let record = record.clone();
+                // Read when the inner future is polled, as a log line written there would be.
+                async move {
+                    let scope = LogScope::with_current(|s| {
+                        s.map(|s| {
+                            let id = s.request_id().map(str::to_owned);
+                            (s.trace_id.to_string(), id, s.session_id.clone())
+                        })
+                    });
+                    record.lock().unwrap().push(scope);
+                    let resp = message_response(r#"{"jsonrpc":"2.0","id":7,"result":{}}"#);
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            let mut svc = TraceLayer::new().scope_unsampled_requests().layer(inner);
+            svc.ready().await.unwrap().call(req).await.unwrap();
+        }
+        LogScope::with_current(|s| assert!(s.is_none(), "the scope ends with the request"));
+        assert_eq!(
+            names.0.lock().unwrap().len(),
+            1,
+            "a span for the sampled request alone"
+        );
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0], None);
+        assert_eq!(
+            seen[1],
+            Some((
+                "1".repeat(32),
+                Some("7".to_owned()),
+                Some(std::sync::Arc::from("s1"))
+            ))
+        );
     }
 
     #[tokio::test]

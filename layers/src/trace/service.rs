@@ -4,7 +4,9 @@ use http::{HeaderName, HeaderValue};
 use tower::{BoxError, Service};
 use tracing::field::Empty;
 
-use super::{Hex, ResponseFuture, SpanId, TraceContext, TraceParent};
+use std::sync::Arc;
+
+use super::{Hex, LogScope, ResponseFuture, SpanId, TraceContext, TraceParent};
 use crate::parts::{RequestParts, ResponseParts};
 
 /// The service made by [`TraceLayer`](super::TraceLayer).
@@ -12,6 +14,7 @@ use crate::parts::{RequestParts, ResponseParts};
 pub struct Trace<S> {
     pub(super) inner: S,
     pub(super) sample_ratio: f64,
+    pub(super) scope_unsampled: bool,
 }
 
 // Named once: a lookup by a string parses the name every time.
@@ -74,6 +77,18 @@ where
         // An unsampled span is never exported: it carries only what log lines carry (ids,
         // method, session), and the exporter's attributes are neither computed nor visited.
         let sampled = ctx.sampled;
+        if !sampled && self.scope_unsampled {
+            let session = req
+                .session_id()
+                .or_else(|| header(&req, MCP_SESSION_ID).map(Arc::from));
+            let scope = Arc::new(LogScope::new(ctx.trace_id, ctx.span_id, session, msg));
+            req.extensions_mut().insert(ctx);
+            let future = {
+                let _entered = LogScope::enter(&scope);
+                self.inner.call(req)
+            };
+            return ResponseFuture::new(future, tracing::Span::none(), Some(scope));
+        }
         let parent_hex = ctx.parent_span_id.filter(|_| sampled).map(SpanId::hex);
         let span = tracing::info_span!(
             "mcp.server",
@@ -95,6 +110,6 @@ where
             let _entered = span.enter();
             self.inner.call(req)
         };
-        ResponseFuture::new(future, span)
+        ResponseFuture::new(future, span, None)
     }
 }

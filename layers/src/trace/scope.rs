@@ -1,0 +1,128 @@
+//! A request's log scope: what log lines written while an unsampled request is being polled
+//! carry (trace and span ids, method, request id, session), in place of a `tracing` span.
+//!
+//! An unsampled span is never exported; through a `tracing-subscriber` registry it still costs
+//! its creation, an enter and an exit on every poll, and its close. A log layer that reads
+//! [`LogScope::with_current`] gets the same fields for the price of a thread-local swap per poll.
+//! [`TraceLayer::scope_unsampled_requests`](super::TraceLayer::scope_unsampled_requests) opts in;
+//! other log layers do not see these fields, so it is for a process whose log layer reads them.
+
+use std::cell::Cell;
+use std::sync::Arc;
+
+use super::{SpanId, TraceId};
+use crate::jsonrpc::Message;
+
+/// What an unsampled request's log lines carry.
+#[derive(Debug, Clone)]
+pub struct LogScope {
+    /// The request's trace.
+    pub trace_id: TraceId,
+    /// The request's own span id (the one its request line names).
+    pub span_id: SpanId,
+    /// The MCP session, when the request is in one.
+    pub session_id: Option<Arc<str>>,
+    message: Option<Message>,
+}
+
+thread_local! {
+    static CURRENT: Cell<Option<Arc<LogScope>>> = const { Cell::new(None) };
+}
+
+impl LogScope {
+    /// A scope for a request with these ids, in `session_id`, carrying `message`'s method and id.
+    pub fn new(
+        trace_id: TraceId,
+        span_id: SpanId,
+        session_id: Option<Arc<str>>,
+        message: Option<&Message>,
+    ) -> Self {
+        LogScope {
+            trace_id,
+            span_id,
+            session_id,
+            message: message.cloned(),
+        }
+    }
+
+    /// The request's method name, as sent.
+    pub fn method_name(&self) -> Option<&str> {
+        self.message.as_ref()?.method_name()
+    }
+
+    /// The request's id as raw JSON (`7`, `"abc"`).
+    pub fn request_id(&self) -> Option<&str> {
+        self.message.as_ref()?.id_raw()
+    }
+
+    /// Makes `scope` the current one on this thread until the guard drops (the previous one is
+    /// put back then, so scopes nest).
+    pub fn enter(scope: &Arc<LogScope>) -> Entered {
+        Entered {
+            previous: CURRENT.with(|current| current.replace(Some(scope.clone()))),
+        }
+    }
+
+    /// Calls `f` with the scope current on this thread, if any.
+    pub fn with_current<R>(f: impl FnOnce(Option<&LogScope>) -> R) -> R {
+        // Taken out for the call and put back: a log line written inside `f` sees none.
+        let scope = CURRENT.with(Cell::take);
+        let result = f(scope.as_deref());
+        CURRENT.with(|current| current.set(scope));
+        result
+    }
+}
+
+/// The guard of [`LogScope::enter`].
+#[derive(Debug)]
+pub struct Entered {
+    previous: Option<Arc<LogScope>>,
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        CURRENT.with(|current| current.set(previous));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(n: u8) -> Arc<LogScope> {
+        let msg =
+            Message::parse(format!(r#"{{"jsonrpc":"2.0","id":{n},"method":"tools/call"}}"#).into())
+                .unwrap();
+        Arc::new(LogScope::new(
+            TraceId::from_hex(&n.to_string().repeat(32)).unwrap(),
+            SpanId::from_hex(&n.to_string().repeat(16)).unwrap(),
+            Some(Arc::from("s")),
+            Some(&msg),
+        ))
+    }
+
+    fn current_request_id() -> Option<String> {
+        LogScope::with_current(|s| s.and_then(LogScope::request_id).map(str::to_owned))
+    }
+
+    #[test]
+    fn scopes_nest_and_end_with_their_guards() {
+        assert_eq!(current_request_id(), None);
+        let outer = LogScope::enter(&scope(1));
+        assert_eq!(current_request_id().as_deref(), Some("1"));
+        {
+            let _inner = LogScope::enter(&scope(2));
+            assert_eq!(current_request_id().as_deref(), Some("2"));
+            LogScope::with_current(|s| {
+                let s = s.unwrap();
+                assert_eq!(s.method_name(), Some("tools/call"));
+                assert_eq!(s.trace_id.to_string(), "2".repeat(32));
+                assert_eq!(s.session_id.as_deref(), Some("s"));
+            });
+        }
+        assert_eq!(current_request_id().as_deref(), Some("1"));
+        drop(outer);
+        assert_eq!(current_request_id(), None);
+    }
+}

@@ -256,67 +256,19 @@ async fn read_head(conn: &mut Conn) -> io::Result<Head> {
         if conn.buf.is_empty() {
             fill(conn).await?;
         }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut headers);
-        let len = match parsed.parse(&conn.buf) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if conn.buf.len() < MAX_HEAD_BYTES => {
-                fill(conn).await?;
-                continue;
-            }
-            Ok(httparse::Status::Partial) => return Err(invalid("answer head too large")),
-            Err(_) => return Err(invalid("invalid HTTP answer")),
+        // Parsed outside this future: the header array (2 KiB) would otherwise be part of it, and
+        // of every future around it, copied each time one is moved.
+        let Some(ParsedHead {
+            len,
+            mut head,
+            session_id_at,
+        }) = parse_head(&conn.buf)?
+        else {
+            fill(conn).await?;
+            continue;
         };
-        let code = parsed.code.unwrap_or_default();
-        let status = StatusCode::from_u16(code).map_err(|_| invalid("invalid HTTP status"))?;
-        let mut head = Head {
-            status,
-            content_length: None,
-            chunked: false,
-            keep_alive: parsed.version == Some(1),
-            no_body: status.is_informational()
-                || status == StatusCode::NO_CONTENT
-                || status == StatusCode::NOT_MODIFIED,
-            event_stream: false,
-            session_id: None,
-        };
-        let mut session_id = None;
-        for header in parsed.headers.iter() {
-            let name = header.name;
-            let value = header.value;
-            if name.eq_ignore_ascii_case("content-length") {
-                let length = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok())
-                    .ok_or_else(|| invalid("invalid content-length"))?;
-                if head.content_length.is_some_and(|l| l != length) {
-                    return Err(invalid("conflicting content-length"));
-                }
-                head.content_length = Some(length);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                // Chunked only counts as the last coding.
-                head.chunked = value
-                    .rsplit(|&b| b == b',')
-                    .next()
-                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            } else if name.eq_ignore_ascii_case("connection") {
-                for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                    if token.eq_ignore_ascii_case(b"close") {
-                        head.keep_alive = false;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                        head.keep_alive = true;
-                    }
-                }
-            } else if name.eq_ignore_ascii_case("content-type") {
-                head.event_stream = value
-                    .get(..17)
-                    .is_some_and(|v| v.eq_ignore_ascii_case(b"text/event-stream"));
-            } else if name.eq_ignore_ascii_case("mcp-session-id") {
-                let start = value.as_ptr() as usize - conn.buf.as_ptr() as usize;
-                session_id = Some(start..start + value.len());
-            }
-        }
         let head_bytes = conn.buf.split_to(len).freeze();
+        let status = head.status;
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
             continue;
         }
@@ -328,10 +280,85 @@ async fn read_head(conn: &mut Conn) -> io::Result<Head> {
             // Chunked wins over a length, and such an answer cannot be trusted to end cleanly.
             head.content_length = None;
         }
-        head.session_id = session_id
+        head.session_id = session_id_at
             .and_then(|range| HeaderValue::from_maybe_shared(head_bytes.slice(range)).ok());
         return Ok(head);
     }
+}
+
+/// A complete head at the start of the read buffer.
+struct ParsedHead {
+    /// Its length in bytes.
+    len: usize,
+    head: Head,
+    /// Where `Mcp-Session-Id`'s value is in the buffer.
+    session_id_at: Option<std::ops::Range<usize>>,
+}
+
+/// The head at the start of `buf`; `None` while it is incomplete.
+fn parse_head(buf: &[u8]) -> io::Result<Option<ParsedHead>> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => return Ok(None),
+        Ok(httparse::Status::Partial) => return Err(invalid("answer head too large")),
+        Err(_) => return Err(invalid("invalid HTTP answer")),
+    };
+    let code = parsed.code.unwrap_or_default();
+    let status = StatusCode::from_u16(code).map_err(|_| invalid("invalid HTTP status"))?;
+    let mut head = Head {
+        status,
+        content_length: None,
+        chunked: false,
+        keep_alive: parsed.version == Some(1),
+        no_body: status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED,
+        event_stream: false,
+        session_id: None,
+    };
+    let mut session_id = None;
+    for header in parsed.headers.iter() {
+        let name = header.name;
+        let value = header.value;
+        if name.eq_ignore_ascii_case("content-length") {
+            let length = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| invalid("invalid content-length"))?;
+            if head.content_length.is_some_and(|l| l != length) {
+                return Err(invalid("conflicting content-length"));
+            }
+            head.content_length = Some(length);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // Chunked only counts as the last coding.
+            head.chunked = value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    head.keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    head.keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("content-type") {
+            head.event_stream = value
+                .get(..17)
+                .is_some_and(|v| v.eq_ignore_ascii_case(b"text/event-stream"));
+        } else if name.eq_ignore_ascii_case("mcp-session-id") {
+            let start = value.as_ptr() as usize - buf.as_ptr() as usize;
+            session_id = Some(start..start + value.len());
+        }
+    }
+    Ok(Some(ParsedHead {
+        len,
+        head,
+        session_id_at: session_id,
+    }))
 }
 
 /// An answer: its status, what the gateway reads of its head, and its body.

@@ -312,49 +312,42 @@ impl<'a> Scanner<'a> {
         &mut self,
         mut member: impl FnMut(&mut Self, Option<&[u8]>) -> Option<()>,
     ) -> Option<()> {
-        self.eat(b'{')?;
-        self.nested()?;
-        self.ws();
-        if self.eat(b'}').is_none() {
-            loop {
-                self.ws();
-                let start = self.at;
-                if self.byte()? != b'"' {
-                    return None;
-                }
-                let escaped = self.string()?;
-                let key = (!escaped).then(|| &self.b[start + 1..self.at - 1]);
-                self.ws();
-                self.eat(b':')?;
-                self.ws();
-                member(self, key)?;
-                self.ws();
-                match self.byte()? {
-                    b',' => self.at += 1,
-                    b'}' => {
-                        self.at += 1;
-                        break;
-                    }
-                    _ => return None,
-                }
+        self.container(b'{', b'}', |s| {
+            let start = s.at;
+            if s.byte()? != b'"' {
+                return None;
             }
-        }
-        self.depth -= 1;
-        Some(())
+            let escaped = s.string()?;
+            let key = (!escaped).then(|| &s.b[start + 1..s.at - 1]);
+            s.ws();
+            s.eat(b':')?;
+            s.ws();
+            member(s, key)
+        })
     }
 
     fn array(&mut self) -> Option<()> {
-        self.eat(b'[')?;
+        self.container(b'[', b']', |s| s.value().map(drop))
+    }
+
+    /// `open`, then elements read by `element` separated by commas, then `close`.
+    fn container(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut element: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.eat(open)?;
         self.nested()?;
         self.ws();
-        if self.eat(b']').is_none() {
+        if self.eat(close).is_none() {
             loop {
                 self.ws();
-                self.value()?;
+                element(self)?;
                 self.ws();
                 match self.byte()? {
                     b',' => self.at += 1,
-                    b']' => {
+                    c if c == close => {
                         self.at += 1;
                         break;
                     }

@@ -134,24 +134,21 @@ mod tests {
             ("01", "33333333333333333333333333333333"),
             ("00", "44444444444444444444444444444444"),
         ] {
-            let (inner, mut handle) = mock::pair::<
-                http::Request<http_body_util::Full<bytes::Bytes>>,
-                http::Response<http_body_util::Full<bytes::Bytes>>,
-            >();
-            let svc = MetricsLayer::new(metrics.clone()).layer(inner);
+            let pong = tower::service_fn(|_: http::Request<http_body_util::Full<bytes::Bytes>>| {
+                let body = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+                std::future::ready(Ok::<_, std::convert::Infallible>(http_response(
+                    200,
+                    "application/json",
+                    body,
+                )))
+            });
             let mut req = http_request(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
-            let parent =
-                TraceParent::parse(&format!("00-{trace_id}-00f067aa0ba902b7-{flags}")).unwrap();
-            req.extensions_mut()
-                .insert(TraceContext::child_of(&parent, None, None));
-            let call = tokio::spawn(svc.oneshot(req));
-            let (_req, send) = handle.next_request().await.unwrap();
-            send.send_response(http_response(
-                200,
-                "application/json",
-                r#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
-            ));
-            drain(call.await.unwrap().unwrap().into_body()).await;
+            let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-{flags}");
+            let ctx =
+                TraceContext::child_of(&TraceParent::parse(&traceparent).unwrap(), None, None);
+            req.extensions_mut().insert(ctx);
+            let svc = MetricsLayer::new(metrics.clone()).layer(pong);
+            drain(svc.oneshot(req).await.unwrap().into_body()).await;
         }
         let text = scrape(&registry);
         assert_eq!(

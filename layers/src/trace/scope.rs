@@ -8,6 +8,7 @@
 //! other log layers do not see these fields, so it is for a process whose log layer reads them.
 
 use std::cell::Cell;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use super::{SpanId, TraceId};
@@ -60,6 +61,7 @@ impl LogScope {
     pub fn enter(scope: &Arc<LogScope>) -> Entered {
         Entered {
             previous: CURRENT.with(|current| current.replace(Some(scope.clone()))),
+            _this_thread: PhantomData,
         }
     }
 
@@ -73,10 +75,12 @@ impl LogScope {
     }
 }
 
-/// The guard of [`LogScope::enter`].
+/// The guard of [`LogScope::enter`]. Not `Send`: it puts back the scope of the thread it was
+/// made on, so it must not be held across an `await`.
 #[derive(Debug)]
 pub struct Entered {
     previous: Option<Arc<LogScope>>,
+    _this_thread: PhantomData<*const ()>,
 }
 
 impl Drop for Entered {

@@ -315,28 +315,26 @@ where
     line
 }
 
-static REQUEST_LINES_DIRECT: AtomicBool = AtomicBool::new(false);
+static JSON_LAYER_ONLY: AtomicBool = AtomicBool::new(false);
 
 /// Declares that [`JsonLogLayer`] is the process's only log layer, so that gateways started
 /// afterwards write their request lines with [`JsonRequestLog`] and run unsampled requests in a
 /// [`LogScope`] rather than a span (the layer reads both). Without it, they emit `tracing` events
 /// and spans that every layer sees.
 pub fn json_layer_only() {
-    REQUEST_LINES_DIRECT.store(true, Ordering::Relaxed);
+    JSON_LAYER_ONLY.store(true, Ordering::Relaxed);
 }
 
 /// Whether [`json_layer_only`] was called.
 pub(crate) fn is_json_layer_only() -> bool {
-    REQUEST_LINES_DIRECT.load(Ordering::Relaxed)
+    JSON_LAYER_ONLY.load(Ordering::Relaxed)
 }
 
 /// The sink for request lines, when [`json_layer_only`] was called: one for the process, shared
 /// by every session's stack.
 pub(crate) fn request_log_sink() -> Option<Arc<dyn RequestLogSink>> {
     static SINK: OnceLock<Arc<dyn RequestLogSink>> = OnceLock::new();
-    REQUEST_LINES_DIRECT
-        .load(Ordering::Relaxed)
-        .then(|| SINK.get_or_init(|| Arc::new(JsonRequestLog)).clone())
+    is_json_layer_only().then(|| SINK.get_or_init(|| Arc::new(JsonRequestLog)).clone())
 }
 
 /// Writes each request's `request completed` / `request failed` line straight from its fields,

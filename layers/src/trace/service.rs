@@ -77,39 +77,38 @@ where
         // An unsampled span is never exported: it carries only what log lines carry (ids,
         // method, session), and the exporter's attributes are neither computed nor visited.
         let sampled = ctx.sampled;
-        if !sampled && self.scope_unsampled {
+        let (span, scope) = if !sampled && self.scope_unsampled {
             let session = req
                 .session_id()
                 .or_else(|| header(&req, MCP_SESSION_ID).map(Arc::from));
-            let scope = Arc::new(LogScope::new(ctx.trace_id, ctx.span_id, session, msg));
-            req.extensions_mut().insert(ctx);
-            let future = {
-                let _entered = LogScope::enter(&scope);
-                self.inner.call(req)
-            };
-            return ResponseFuture::new(future, tracing::Span::none(), Some(scope));
-        }
-        let parent_hex = ctx.parent_span_id.filter(|_| sampled).map(SpanId::hex);
-        let span = tracing::info_span!(
-            "mcp.server",
-            otel.kind = sampled.then_some("server"),
-            sampled,
-            trace_id = ctx.trace_id.hex().as_str(),
-            span_id = ctx.span_id.hex().as_str(),
-            parent_span_id = parent_hex.as_ref().map(Hex::as_str),
-            mcp.method.name = msg.and_then(|m| m.method_name()),
-            jsonrpc.request.id = msg.and_then(|m| m.id_raw()),
-            gen_ai.tool.name = msg.filter(|_| sampled).and_then(|m| m.tool_name()),
-            mcp.session.id = header(&req, MCP_SESSION_ID),
-            mcp.protocol.version = sampled.then(|| header(&req, MCP_PROTOCOL_VERSION)).flatten(),
-            network.transport = sampled.then_some("tcp"),
-            error.type = Empty,
-        );
+            let scope = LogScope::new(ctx.trace_id, ctx.span_id, session, msg);
+            (tracing::Span::none(), Some(Arc::new(scope)))
+        } else {
+            let parent_hex = ctx.parent_span_id.filter(|_| sampled).map(SpanId::hex);
+            let span = tracing::info_span!(
+                "mcp.server",
+                otel.kind = sampled.then_some("server"),
+                sampled,
+                trace_id = ctx.trace_id.hex().as_str(),
+                span_id = ctx.span_id.hex().as_str(),
+                parent_span_id = parent_hex.as_ref().map(Hex::as_str),
+                mcp.method.name = msg.and_then(|m| m.method_name()),
+                jsonrpc.request.id = msg.and_then(|m| m.id_raw()),
+                gen_ai.tool.name = msg.filter(|_| sampled).and_then(|m| m.tool_name()),
+                mcp.session.id = header(&req, MCP_SESSION_ID),
+                mcp.protocol.version =
+                    sampled.then(|| header(&req, MCP_PROTOCOL_VERSION)).flatten(),
+                network.transport = sampled.then_some("tcp"),
+                error.type = Empty,
+            );
+            (span, None)
+        };
         req.extensions_mut().insert(ctx);
         let future = {
             let _entered = span.enter();
+            let _scoped = scope.as_ref().map(LogScope::enter);
             self.inner.call(req)
         };
-        ResponseFuture::new(future, span, None)
+        ResponseFuture::new(future, span, scope)
     }
 }

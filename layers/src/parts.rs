@@ -9,7 +9,9 @@ use std::sync::{Arc, LazyLock};
 
 use http::{Extensions, HeaderMap};
 
+use crate::classify::Classification;
 use crate::jsonrpc::Message;
+use crate::trace::TraceContext;
 
 /// What a layer reads from (and adds to) a request.
 pub trait RequestParts {
@@ -33,6 +35,14 @@ pub trait RequestParts {
     fn session_id(&self) -> Option<Arc<str>> {
         SessionId::of(self)
     }
+    /// The trace context the trace layer gave the request, when it ran.
+    fn trace_context(&self) -> Option<&TraceContext> {
+        self.extensions().get::<TraceContext>()
+    }
+    /// Gives the request its trace context (the trace layer does).
+    fn set_trace_context(&mut self, ctx: TraceContext) {
+        self.extensions_mut().insert(ctx);
+    }
 }
 
 /// What a layer reads from (and adds to) a response.
@@ -41,6 +51,14 @@ pub trait ResponseParts {
     fn extensions(&self) -> &Extensions;
     /// Typed values that travel with the response, to add to.
     fn extensions_mut(&mut self) -> &mut Extensions;
+    /// The verdict the classify (or edge) layer put on the response, when one ran.
+    fn classification(&self) -> Option<&Classification> {
+        self.extensions().get::<Classification>()
+    }
+    /// Puts the verdict on the response.
+    fn set_classification(&mut self, classification: Classification) {
+        self.extensions_mut().insert(classification);
+    }
 }
 
 impl<B> RequestParts for http::Request<B> {
@@ -78,11 +96,11 @@ pub struct JsonRpcRequest {
     pub extensions: Extensions,
 }
 
-/// What the transport and the router know of a [`JsonRpcRequest`], in fields rather than
-/// extensions: the retry layer keeps a clone of every request, and a clone of these is a few
-/// reference counts where each extension is an allocation. Where a field is unset, readers fall
-/// back to the matching extension ([`Namespace`], [`RequestHeaders`], [`ClientAddr`],
-/// [`SessionId`]).
+/// What the transport, the router and the trace layer know of a [`JsonRpcRequest`], in fields
+/// rather than extensions: the retry layer keeps a clone of every request, and a clone of these is
+/// a few reference counts where each extension is an allocation. Where a field is unset, readers
+/// fall back to the matching extension ([`Namespace`], [`RequestHeaders`], [`ClientAddr`],
+/// [`SessionId`], [`TraceContext`]).
 #[derive(Debug, Clone, Default)]
 pub struct RequestContext {
     /// The namespace the request is routed to.
@@ -93,6 +111,8 @@ pub struct RequestContext {
     pub client_addr: Option<SocketAddr>,
     /// The MCP session.
     pub session_id: Option<Arc<str>>,
+    /// The trace context, set by the trace layer.
+    pub trace: Option<TraceContext>,
 }
 
 impl JsonRpcRequest {
@@ -111,15 +131,19 @@ impl JsonRpcRequest {
 pub struct JsonRpcResponse {
     /// The message, raw.
     pub message: Message,
-    /// Typed values set on the way back (classification).
+    /// The verdict, set by the classify or edge layer; a field rather than an extension, as it is
+    /// on every response.
+    pub classification: Option<Classification>,
+    /// Other typed values set on the way back.
     pub extensions: Extensions,
 }
 
 impl JsonRpcResponse {
-    /// Wraps a message with empty extensions.
+    /// Wraps a message, not classified yet, with empty extensions.
     pub fn new(message: Message) -> Self {
         JsonRpcResponse {
             message,
+            classification: None,
             extensions: Extensions::new(),
         }
     }
@@ -158,6 +182,15 @@ impl RequestParts for JsonRpcRequest {
             None => SessionId::of(self),
         }
     }
+    fn trace_context(&self) -> Option<&TraceContext> {
+        self.context
+            .trace
+            .as_ref()
+            .or_else(|| self.extensions.get::<TraceContext>())
+    }
+    fn set_trace_context(&mut self, ctx: TraceContext) {
+        self.context.trace = Some(ctx);
+    }
 }
 
 impl ResponseParts for JsonRpcResponse {
@@ -166,6 +199,14 @@ impl ResponseParts for JsonRpcResponse {
     }
     fn extensions_mut(&mut self) -> &mut Extensions {
         &mut self.extensions
+    }
+    fn classification(&self) -> Option<&Classification> {
+        self.classification
+            .as_ref()
+            .or_else(|| self.extensions.get::<Classification>())
+    }
+    fn set_classification(&mut self, classification: Classification) {
+        self.classification = Some(classification);
     }
 }
 
@@ -236,6 +277,7 @@ impl SessionId {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::classify::Verdict;
 
     fn request() -> JsonRpcRequest {
         let raw = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
@@ -258,9 +300,12 @@ mod tests {
         req.extensions.insert(Namespace::new("ext"));
         req.extensions.insert(ClientAddr(addr));
         req.extensions.insert(SessionId("ext-session".into()));
+        let from_extension = TraceContext::root(1.0);
+        req.extensions.insert(from_extension.clone());
         assert_eq!(req.namespace().as_str(), "ext");
         assert_eq!(req.client_addr(), Some(addr));
         assert_eq!(req.session_id().as_deref(), Some("ext-session"));
+        assert_eq!(req.trace_context().unwrap().span_id, from_extension.span_id);
         // The context wins, and a clone (the retry layer's) keeps it.
         let other: SocketAddr = "[::1]:10".parse().unwrap();
         req.context = RequestContext {
@@ -268,13 +313,34 @@ mod tests {
             headers: Some(Arc::new(HeaderMap::new())),
             client_addr: Some(other),
             session_id: Some("ctx-session".into()),
+            trace: None,
         };
+        let from_layer = from_extension.child();
+        req.set_trace_context(from_layer.clone());
         let clone = req.clone();
         for r in [&req, &clone] {
             assert_eq!(r.namespace().as_str(), "ctx");
             assert_eq!(r.client_addr(), Some(other));
             assert_eq!(r.session_id().as_deref(), Some("ctx-session"));
             assert!(r.headers().unwrap().is_empty());
+            assert_eq!(r.trace_context().unwrap().span_id, from_layer.span_id);
         }
+    }
+
+    #[test]
+    fn a_messages_verdict_is_a_field_and_the_field_wins() {
+        let raw = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+        let mut resp = JsonRpcResponse::new(Message::parse(raw.into()).unwrap());
+        assert!(resp.classification().is_none());
+        let canceled = Verdict::canceled();
+        resp.extensions.insert(Classification::decided(canceled));
+        assert_eq!(resp.classification().unwrap().get(), Some(canceled));
+        resp.set_classification(Classification::decided(Verdict::Success));
+        assert_eq!(resp.classification().unwrap().get(), Some(Verdict::Success));
+        assert!(resp.classification.is_some());
+        // Setting through the trait adds no extension.
+        let mut fresh = JsonRpcResponse::new(resp.message.clone());
+        fresh.set_classification(Classification::decided(Verdict::Success));
+        assert!(fresh.extensions.is_empty());
     }
 }

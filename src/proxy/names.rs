@@ -36,18 +36,18 @@ impl Names {
     }
 
     /// The backend and original name of a prefixed name.
-    pub(crate) fn resolve<'a>(
-        &self,
-        namespaces: impl Iterator<Item = &'a str>,
+    pub(crate) fn resolve<'a, 'n>(
+        &'a self,
+        namespaces: impl Iterator<Item = &'n str>,
         sep: &str,
-        prefixed: &str,
-    ) -> Option<(usize, String)> {
-        if let Some(found) = self.aliases.get(prefixed) {
-            return Some(found.clone());
+        prefixed: &'a str,
+    ) -> Option<(usize, &'a str)> {
+        if let Some((index, name)) = self.aliases.get(prefixed) {
+            return Some((*index, name));
         }
         namespaces.enumerate().find_map(|(i, ns)| {
             let rest = prefixed.strip_prefix(ns)?.strip_prefix(sep)?;
-            (!rest.is_empty()).then(|| (i, rest.to_owned()))
+            (!rest.is_empty()).then_some((i, rest))
         })
     }
 }
@@ -74,12 +74,12 @@ mod tests {
         assert_eq!(short.chars().count(), MAX_NAME);
         assert_eq!(
             names.resolve(["x", "files"].into_iter(), "__", &short),
-            Some((1, long))
+            Some((1, long.as_str()))
         );
         assert_eq!(names.prefixed(0, "x", "__", "echo"), "x__echo");
         assert_eq!(
             names.resolve(["x", "files"].into_iter(), "__", "files__read__me"),
-            Some((1, "read__me".to_owned()))
+            Some((1, "read__me"))
         );
         assert_eq!(names.resolve(["x"].into_iter(), "__", "x__"), None);
         assert_eq!(names.resolve(["x"].into_iter(), "__", "nope"), None);

@@ -34,9 +34,7 @@ use crate::telemetry::SessionGuard;
 #[derive(Debug, Clone)]
 struct Related(mpsc::Sender<Bytes>);
 
-/// The backend and original name a prefixed tool or prompt name resolved to; decided once, in
-/// `handle`, and read by metrics (namespace) and the router.
-#[derive(Debug, Clone)]
+/// The backend and original name a prefixed tool or prompt name resolved to.
 struct Route(usize, String);
 
 /// The server capabilities the gateway can route across backends.
@@ -285,13 +283,20 @@ impl ProxySession {
     }
 
     fn resolve_name(&self, prefixed: &str) -> Option<Route> {
+        self.resolve(prefixed, |i, name| Route(i, name.to_owned()))
+    }
+
+    /// The backend a prefixed name belongs to, for the request's namespace label.
+    fn resolve_backend(&self, prefixed: &str) -> Option<usize> {
+        self.resolve(prefixed, |i, _| i)
+    }
+
+    fn resolve<T>(&self, prefixed: &str, found: impl FnOnce(usize, &str) -> T) -> Option<T> {
         let sep = &self.gateway.config.tool_name_separator;
         let state = lock(&self.state);
         let namespaces = self.gateway.backends.iter().map(|b| b.namespace.as_str());
-        state
-            .names
-            .resolve(namespaces, sep, prefixed)
-            .map(|(i, name)| Route(i, name))
+        let (index, name) = state.names.resolve(namespaces, sep, prefixed)?;
+        Some(found(index, name))
     }
 
     /// Sends a request to backend `index` and waits for its answer, keeping what cancellation,
@@ -403,7 +408,7 @@ impl ProxySession {
     async fn route(self: Arc<Self>, req: JsonRpcRequest) -> Result<Message, GatewayError> {
         let msg = &req.message;
         let related = req.extensions.get::<Related>();
-        let trace = req.extensions.get::<TraceContext>();
+        let trace = req.trace_context();
         let id = msg.id_raw();
         let method = msg.method();
         if method == McpMethod::Initialize {
@@ -430,7 +435,10 @@ impl ProxySession {
                 } else {
                     "prompt"
                 };
-                let Some(Route(index, name)) = req.extensions.get::<Route>().cloned() else {
+                // Resolved again rather than carried from the namespace label: an extension would
+                // be an allocation and a copy in the retry layer's clone of every call.
+                let route = msg.tool_name().and_then(|n| self.resolve_name(n));
+                let Some(Route(index, name)) = route else {
                     let name = msg.tool_name().unwrap_or("");
                     return Err(routing_error(
                         ErrorType::NotFound,
@@ -548,7 +556,7 @@ impl ProxySession {
             state.backends.clone()
         };
         let to_backends = msg.with_param("protocolVersion", &json_string(version));
-        let trace = req.extensions.get::<TraceContext>();
+        let trace = req.trace_context();
         let to_backends = &to_backends;
         let answers = join_all(clients.iter().enumerate().map(|(i, _)| async move {
             if !self.gateway.backends[i].shared {
@@ -988,14 +996,14 @@ impl Session for ProxySession {
         Box::pin(async move {
             match message.kind() {
                 Kind::Request => {
-                    let route = match message.method() {
+                    let backend = match message.method() {
                         McpMethod::ToolsCall | McpMethod::PromptsGet => {
-                            message.tool_name().and_then(|n| self.resolve_name(n))
+                            message.tool_name().and_then(|n| self.resolve_backend(n))
                         }
                         _ => None,
                     };
-                    let namespace = match &route {
-                        Some(Route(i, _)) => self.gateway.namespaces[*i].clone(),
+                    let namespace = match backend {
+                        Some(i) => self.gateway.namespaces[i].clone(),
                         None => Namespace::unrouted(),
                     };
                     let mut req = JsonRpcRequest::new(message);
@@ -1004,10 +1012,8 @@ impl Session for ProxySession {
                         headers: Some(ctx.headers),
                         client_addr: ctx.client_addr,
                         session_id: ctx.session_id,
+                        trace: None,
                     };
-                    if let Some(route) = route {
-                        req.extensions.insert(route);
-                    }
                     if let Some(related) = ctx.related {
                         req.extensions.insert(Related(related));
                     }

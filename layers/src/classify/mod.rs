@@ -44,30 +44,47 @@ pub use service::{Classify, ClassifyResponse};
 
 /// The verdict on a response, shared by everyone who reads it. Set once: at once for statuses
 /// and messages, when the body ends for JSON bodies and SSE streams.
-#[derive(Debug, Clone, Default)]
-pub struct Classification(Arc<OnceLock<Verdict>>);
+#[derive(Debug, Clone)]
+pub struct Classification(Decision);
+
+/// A verdict known when the classification is made needs no sharing (every JSON-RPC message's);
+/// one decided when a body ends is shared with the body.
+#[derive(Debug, Clone)]
+enum Decision {
+    Made(Verdict),
+    Shared(Arc<OnceLock<Verdict>>),
+}
+
+impl Default for Classification {
+    fn default() -> Self {
+        Classification::pending()
+    }
+}
 
 impl Classification {
     /// A classification not decided yet.
     pub fn pending() -> Self {
-        Classification::default()
+        Classification(Decision::Shared(Arc::default()))
     }
 
     /// A classification decided now.
     pub fn decided(verdict: Verdict) -> Self {
-        let c = Classification::default();
-        c.set(verdict);
-        c
+        Classification(Decision::Made(verdict))
     }
 
     /// The verdict, once decided.
     pub fn get(&self) -> Option<Verdict> {
-        self.0.get().copied()
+        match &self.0 {
+            Decision::Made(verdict) => Some(*verdict),
+            Decision::Shared(cell) => cell.get().copied(),
+        }
     }
 
     /// Decides the verdict; the first decision wins.
     pub fn set(&self, verdict: Verdict) {
-        let _ = self.0.set(verdict);
+        if let Decision::Shared(cell) = &self.0 {
+            let _ = cell.set(verdict);
+        }
     }
 
     /// The verdict, or the fallback: a response that ended undecided because it was dropped
@@ -80,6 +97,7 @@ impl Classification {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parts::ResponseParts;
     use crate::test_support::*;
     use http_body_util::BodyExt;
     use tower::{Layer, ServiceExt};
@@ -101,6 +119,22 @@ mod tests {
 
     fn error_type(v: Option<Verdict>) -> Option<&'static str> {
         v.and_then(|v| v.failure().map(|c| c.error_type.as_str()))
+    }
+
+    #[test]
+    fn the_first_decision_wins_and_clones_share_it() {
+        let success = Verdict::Success;
+        let canceled = Verdict::canceled();
+        let decided = Classification::decided(success);
+        decided.set(canceled);
+        assert_eq!(decided.clone().get(), Some(success));
+        let pending = Classification::pending();
+        let reader = pending.clone();
+        assert_eq!(reader.get(), None);
+        assert_eq!(reader.get_or_canceled(), canceled);
+        pending.set(success);
+        pending.set(canceled);
+        assert_eq!(reader.get(), Some(success));
     }
 
     #[tokio::test]
@@ -177,7 +211,7 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"result":{"isError":true}}"#,
         ));
         let resp = call.await.unwrap();
-        let verdict = resp.extensions.get::<Classification>().unwrap().get();
+        let verdict = resp.classification().unwrap().get();
         assert_eq!(error_type(verdict), Some("tool_error"));
 
         assert!(svc.poll_ready().is_ready());

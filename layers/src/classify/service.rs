@@ -6,7 +6,7 @@ use tower::{BoxError, Service};
 
 use super::body::Inspect;
 use super::{Classification, ClassifyBody, Component, ErrorClass, ResponseFuture, Verdict};
-use crate::parts::JsonRpcResponse;
+use crate::parts::{JsonRpcResponse, ResponseParts};
 use crate::sse::SseParser;
 
 /// The service made by [`ClassifyLayer`](super::ClassifyLayer).
@@ -69,7 +69,7 @@ impl<B> ClassifyResponse for http::Response<B> {
                 }
             }
         };
-        self.extensions_mut().insert(classification.clone());
+        self.set_classification(classification.clone());
         self.map(|body| ClassifyBody::new(body, inspect, classification, component))
     }
 }
@@ -82,7 +82,7 @@ impl ClassifyResponse for JsonRpcResponse {
             Some(class) => Verdict::Failure(class),
             None => Verdict::Success,
         };
-        self.extensions.insert(Classification::decided(verdict));
+        self.set_classification(Classification::decided(verdict));
         self
     }
 }

@@ -38,7 +38,7 @@ mod tests {
     use crate::classify::{
         Classification, Component, ErrorClass, ErrorType, GatewayError, Verdict,
     };
-    use crate::parts::{JsonRpcRequest, JsonRpcResponse};
+    use crate::parts::{JsonRpcRequest, JsonRpcResponse, ResponseParts};
     use crate::test_support::*;
     use crate::trace::{TraceContext, TraceParent};
     use tower::{Layer, ServiceExt};
@@ -63,12 +63,7 @@ mod tests {
             serde_json::json!({"jsonrpc":"2.0","id":"abc","error":{"code":-32603,"message":"internal error",
                 "data":{"error_type":"internal","retryable":false,"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"}}})
         );
-        let verdict = resp
-            .extensions
-            .get::<Classification>()
-            .unwrap()
-            .get()
-            .unwrap();
+        let verdict = resp.classification().unwrap().get().unwrap();
         assert_eq!(verdict.failure().unwrap().error_type, ErrorType::Internal);
     }
 

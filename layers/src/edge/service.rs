@@ -8,8 +8,8 @@ use tower::{BoxError, Service};
 use super::ResponseFuture;
 use crate::classify::{Classification, ErrorBody, ErrorClass, Verdict, code};
 use crate::jsonrpc::{Message, PeekError};
-use crate::parts::{JsonRpcResponse, RequestParts};
-use crate::trace::{TraceContext, TraceId};
+use crate::parts::{JsonRpcResponse, RequestParts, ResponseParts};
+use crate::trace::TraceId;
 
 /// The service made by [`ErrorResponseLayer`](super::ErrorResponseLayer).
 #[derive(Debug, Clone)]
@@ -71,8 +71,7 @@ impl<B: ErrorBody> FromErrorClass for http::Response<B> {
             resp.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(secs));
         }
-        resp.extensions_mut()
-            .insert(Classification::decided(Verdict::Failure(*class)));
+        resp.set_classification(Classification::decided(Verdict::Failure(*class)));
         resp
     }
 }
@@ -88,8 +87,7 @@ impl FromErrorClass for JsonRpcResponse {
         // The edge writes well-formed messages; a raw id from a peeked message is valid JSON.
         let message = Message::parse(raw).expect("the edge writes valid JSON-RPC");
         let mut resp = JsonRpcResponse::new(message);
-        resp.extensions
-            .insert(Classification::decided(Verdict::Failure(*class)));
+        resp.set_classification(Classification::decided(Verdict::Failure(*class)));
         resp
     }
 }
@@ -112,7 +110,7 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let id = req.message().and_then(|m| m.id_bytes());
-        let trace_id = req.extensions().get::<TraceContext>().map(|c| c.trace_id);
+        let trace_id = req.trace_context().map(|c| c.trace_id);
         // A request that could not be read is answered here; the service never sees it.
         if let Some(invalid) = req.extensions().get::<PeekError>() {
             return ResponseFuture::rejected(Box::new(invalid.clone()), trace_id);

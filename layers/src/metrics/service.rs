@@ -9,7 +9,6 @@ use super::{GatewayMetrics, MetricsBody, ResponseFuture};
 use crate::classify::{Classification, Component, ErrorClass, Verdict};
 use crate::jsonrpc::McpMethod;
 use crate::parts::{JsonRpcResponse, RequestParts, ResponseParts};
-use crate::trace::TraceContext;
 
 /// The service made by [`MetricsLayer`](super::MetricsLayer).
 #[derive(Debug, Clone)]
@@ -81,7 +80,7 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let method = req.message().map_or(McpMethod::Other, |m| m.method());
         let namespace = req.namespace();
-        let trace = req.extensions().get::<TraceContext>();
+        let trace = req.trace_context();
         let log = match &self.log {
             RequestLogging::Off => None,
             RequestLogging::On(sink) => Some(sink.clone()),
@@ -106,8 +105,7 @@ where
 
 /// The classification a response carries, or one decided from the response itself.
 pub(super) fn classification_of<R: RecordOnEnd>(resp: &R) -> Classification {
-    resp.extensions()
-        .get::<Classification>()
+    resp.classification()
         .cloned()
         .unwrap_or_else(|| Classification::decided(resp.fallback_verdict()))
 }

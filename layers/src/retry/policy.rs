@@ -113,11 +113,7 @@ where
 
     fn retry(&mut self, req: &mut Req, result: &mut Result<Res, BoxError>) -> Option<Self::Future> {
         let failure = match result {
-            Ok(resp) => match resp
-                .extensions()
-                .get::<Classification>()
-                .and_then(Classification::get)
-            {
+            Ok(resp) => match resp.classification().and_then(Classification::get) {
                 Some(Verdict::Failure(class)) => Some(class),
                 _ => None,
             },

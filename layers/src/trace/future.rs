@@ -42,11 +42,7 @@ where
         let _scoped = this.scope.as_ref().map(LogScope::enter);
         let result = ready!(this.inner.poll(cx)).map_err(Into::into);
         let failure = match &result {
-            Ok(resp) => match resp
-                .extensions()
-                .get::<Classification>()
-                .and_then(Classification::get)
-            {
+            Ok(resp) => match resp.classification().and_then(Classification::get) {
                 Some(Verdict::Failure(class)) => Some(class),
                 _ => None,
             },

@@ -41,7 +41,7 @@ pub use service::Trace;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parts::{JsonRpcRequest, JsonRpcResponse};
+    use crate::parts::{JsonRpcRequest, JsonRpcResponse, RequestParts};
     use crate::test_support::*;
     use tower::{Layer, Service, ServiceExt};
     use tower_test::mock;
@@ -64,7 +64,7 @@ mod tests {
         let (seen, send) = handle.next_request().await.unwrap();
         send.send_response(message_response(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#));
         call.await.unwrap().unwrap();
-        seen.extensions.get::<TraceContext>().unwrap().clone()
+        seen.trace_context().unwrap().clone()
     }
 
     /// The names of the fields each new span was given a value for.

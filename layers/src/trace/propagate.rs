@@ -23,8 +23,8 @@ impl<B> InjectTrace for http::Request<B> {
 }
 
 impl InjectTrace for JsonRpcRequest {
-    /// `_meta` is the only carrier over stdio and WebSocket; HTTP transports also read the
-    /// context from the extensions and write the headers.
+    /// `_meta` is the only carrier over stdio and WebSocket; HTTP transports also copy it from
+    /// `_meta` into headers.
     fn inject(&mut self, ctx: &TraceContext) {
         let traceparent = ctx.traceparent();
         let mut members = vec![("traceparent", traceparent.as_str())];
@@ -76,7 +76,7 @@ where
     }
 
     fn call(&mut self, mut req: Req) -> Self::Future {
-        let ctx = match req.extensions().get::<TraceContext>() {
+        let ctx = match req.trace_context() {
             Some(server) => server.child(),
             None => TraceContext::root(1.0),
         };
@@ -92,7 +92,7 @@ where
             jsonrpc.request.id = req.message().and_then(|m| m.id_raw()),
         );
         req.inject(&ctx);
-        req.extensions_mut().insert(ctx);
+        req.set_trace_context(ctx);
         let inner = {
             let _entered = span.enter();
             self.inner.call(req)
@@ -147,10 +147,7 @@ mod tests {
         assert_eq!(tp.trace_id, server.trace_id);
         assert_ne!(tp.span_id, server.span_id);
         assert_eq!(
-            sent.extensions
-                .get::<TraceContext>()
-                .unwrap()
-                .parent_span_id,
+            sent.trace_context().unwrap().parent_span_id,
             Some(server.span_id)
         );
 

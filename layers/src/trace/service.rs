@@ -103,7 +103,7 @@ where
             );
             (span, None)
         };
-        req.extensions_mut().insert(ctx);
+        req.set_trace_context(ctx);
         let future = {
             let _entered = span.enter();
             let _scoped = scope.as_ref().map(LogScope::enter);

@@ -93,9 +93,10 @@ impl Sessions {
         }
     }
 
-    fn get(&self, id: &str) -> Option<Arc<Entry>> {
+    /// The session `id`, marked used at `now` (the request's start: one clock read a request).
+    fn get(&self, id: &str, now: Instant) -> Option<Arc<Entry>> {
         let entry = lock(&self.map).get(id).cloned()?;
-        *lock(&entry.last_used) = Instant::now();
+        *lock(&entry.last_used) = now;
         Some(entry)
     }
 
@@ -165,6 +166,16 @@ struct Accepted {
 /// Media ranges compared case-insensitively, parameters (`;q=`) ignored. Without the header
 /// neither is named: a POST is still answered (as JSON), an event stream needs asking for.
 fn accepted(headers: &http::HeaderMap) -> Accepted {
+    let mut values = headers.get_all(http::header::ACCEPT).iter();
+    // What MCP clients send, read without splitting.
+    if let (Some(only), None) = (values.next(), values.next())
+        && only.as_bytes() == b"application/json, text/event-stream"
+    {
+        return Accepted {
+            json: true,
+            event_stream: true,
+        };
+    }
     let mut accepted = Accepted {
         json: false,
         event_stream: false,
@@ -224,7 +235,7 @@ impl Frontend {
                 started,
             )));
         };
-        match self.streamable.get(id) {
+        match self.streamable.get(id, started) {
             Some(entry) => Ok(entry),
             None => {
                 let class = client_error(ErrorType::NotFound, StatusCode::NOT_FOUND);

@@ -243,15 +243,13 @@ where
 }
 
 /// The start of every line: `{"timestamp":…,"level":…,"target":…`.
-fn line_start(level: &tracing::Level, target: &str) -> Vec<u8> {
-    let mut line = Vec::with_capacity(512);
+fn line_start(line: &mut Vec<u8>, level: &tracing::Level, target: &str) {
     line.extend_from_slice(b"{\"timestamp\":\"");
-    rfc3339_now(&mut line);
+    rfc3339_now(line);
     line.extend_from_slice(b"\",\"level\":\"");
     line.extend_from_slice(level.as_str().as_bytes());
     line.extend_from_slice(b"\",\"target\":");
-    push_json_string(&mut line, target);
-    line
+    push_json_string(line, target);
 }
 
 /// An event's line: its own fields, `msg`, then the carried fields of the spans it is in.
@@ -259,7 +257,12 @@ fn event_line<S>(event: &Event<'_>, ctx: &Context<'_, S>) -> Vec<u8>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    let mut line = line_start(event.metadata().level(), event.metadata().target());
+    let mut line = Vec::with_capacity(512);
+    line_start(
+        &mut line,
+        event.metadata().level(),
+        event.metadata().target(),
+    );
     let mut fields = EventFields {
         out: &mut line,
         message: None,
@@ -346,8 +349,16 @@ pub struct JsonRequestLog;
 
 impl RequestLogSink for JsonRequestLog {
     fn log(&self, record: &RequestLogRecord<'_>) {
+        thread_local! {
+            // A request line is written on every request: its buffer is the thread's, reused.
+            static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
+        }
         if filter_admits(record) {
-            writer().push(&request_line(record));
+            LINE.with_borrow_mut(|line| {
+                line.clear();
+                request_line(line, record);
+                writer().push(line);
+            });
         }
     }
 }
@@ -363,7 +374,7 @@ fn filter_admits(record: &RequestLogRecord<'_>) -> bool {
 }
 
 /// A request's line, in the order the event's fields are declared.
-fn request_line(record: &RequestLogRecord<'_>) -> Vec<u8> {
+fn request_line(line: &mut Vec<u8>, record: &RequestLogRecord<'_>) {
     /// `,"name":` then the value as `value` writes it; names are identifiers, never escaped.
     fn member(line: &mut Vec<u8>, name: &str, value: impl FnOnce(&mut Vec<u8>)) {
         line.extend_from_slice(b",\"");
@@ -371,27 +382,38 @@ fn request_line(record: &RequestLogRecord<'_>) -> Vec<u8> {
         line.extend_from_slice(b"\":");
         value(line);
     }
-    let mut line = line_start(&record.level(), REQUEST_LOG_TARGET);
-    let strings = [
-        ("trace_id", record.trace_id),
-        ("span_id", record.span_id),
-        ("session_id", record.session_id),
-        ("request_id", record.request_id),
-        ("method", Some(record.method)),
-        ("namespace", Some(record.namespace)),
-        ("backend", Some(record.namespace)),
-        ("status", Some(record.status)),
+    /// A value the metrics layer makes itself (hex ids, method, status and error labels): copied
+    /// without the escape check, which debug builds (the tests) still make.
+    fn plain(line: &mut Vec<u8>, value: &str) {
+        debug_assert!(mcp_gateway_layers::jsonrpc::needs_no_escape(
+            value.as_bytes()
+        ));
+        line.push(b'"');
+        line.extend_from_slice(value.as_bytes());
+        line.push(b'"');
+    }
+    line_start(line, &record.level(), REQUEST_LOG_TARGET);
+    type Write = fn(&mut Vec<u8>, &str);
+    let strings: [(&str, Option<&str>, Write); 8] = [
+        ("trace_id", record.trace_id, plain),
+        ("span_id", record.span_id, plain),
+        ("session_id", record.session_id, push_json_string),
+        ("request_id", record.request_id, push_json_string),
+        ("method", Some(record.method), plain),
+        ("namespace", Some(record.namespace), push_json_string),
+        ("backend", Some(record.namespace), push_json_string),
+        ("status", Some(record.status), plain),
     ];
-    for (name, value) in strings {
+    for (name, value, write) in strings {
         if let Some(value) = value {
-            member(&mut line, name, |l| push_json_string(l, value));
+            member(line, name, |l| write(l, value));
         }
     }
-    member(&mut line, "duration_ms", |l| {
+    member(line, "duration_ms", |l| {
         let _ = serde_json::to_writer(l, &record.duration_ms);
     });
     if let Some(addr) = record.client_addr {
-        member(&mut line, "client_addr", |l| push_json_string(l, addr));
+        member(line, "client_addr", |l| push_json_string(l, addr));
     }
     if let Some(class) = record.failure {
         for (name, value) in [
@@ -399,12 +421,12 @@ fn request_line(record: &RequestLogRecord<'_>) -> Vec<u8> {
             ("severity", class.severity.as_str()),
             ("component", class.component.as_str()),
         ] {
-            member(&mut line, name, |l| push_json_string(l, value));
+            member(line, name, |l| plain(l, value));
         }
-        member(&mut line, "retryable", |l| {
+        member(line, "retryable", |l| {
             l.extend_from_slice(if class.retryable { b"true" } else { b"false" })
         });
-        member(&mut line, "http_status", |l| {
+        member(line, "http_status", |l| {
             l.extend_from_slice(
                 itoa::Buffer::new()
                     .format(class.http_status.as_u16())
@@ -412,9 +434,8 @@ fn request_line(record: &RequestLogRecord<'_>) -> Vec<u8> {
             )
         });
     }
-    member(&mut line, "msg", |l| push_json_string(l, record.message()));
+    member(line, "msg", |l| push_json_string(l, record.message()));
     line.extend_from_slice(b"}\n");
-    line
 }
 
 /// Writes whatever log lines are still buffered (call before the process exits).
@@ -698,7 +719,9 @@ mod tests {
 
     impl RequestLogSink for Lines {
         fn log(&self, record: &RequestLogRecord<'_>) {
-            let line = String::from_utf8(request_line(record)).unwrap();
+            let mut line = Vec::new();
+            request_line(&mut line, record);
+            let line = String::from_utf8(line).unwrap();
             lock(&self.0).push(line);
         }
     }

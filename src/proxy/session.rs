@@ -77,8 +77,9 @@ struct State {
     names: Names,
     resource_owner: HashMap<String, usize>,
     template_owner: Vec<(String, usize)>,
-    /// The client's requests in flight: client id → (backend, gateway id), for cancellation.
-    in_flight: HashMap<String, (usize, u64)>,
+    /// The client's requests in flight: client id (raw JSON, a slice of the request) → (backend,
+    /// gateway id), for cancellation.
+    in_flight: HashMap<Bytes, (usize, u64)>,
     /// The backends' requests to the client: gateway id → (backend, backend's id).
     server_requests: HashMap<String, (usize, String)>,
     /// Progress tokens of backends' requests to the client → backend.
@@ -226,7 +227,7 @@ impl Drop for SharedCall<'_> {
 /// Removes what a forwarded call registered, however the call ends.
 struct InFlightGuard<'a> {
     session: &'a ProxySession,
-    client_id: Option<String>,
+    client_id: Option<Bytes>,
     backend: usize,
     id: u64,
 }
@@ -320,7 +321,7 @@ impl ProxySession {
                 )
             })?;
         let id = client.next_id();
-        let client_id = msg.id_raw().map(str::to_owned);
+        let client_id = msg.id_bytes();
         {
             let mut state = lock(&self.state);
             if let Some(client_id) = &client_id {
@@ -343,7 +344,7 @@ impl ProxySession {
             s.call_started(id, self.key);
             SharedCall(s, id)
         });
-        let mut meta: Vec<(&str, String)> = Vec::new();
+        let mut unique_token = None;
         // Progress goes to the call's stream, else the session's outbox, in arrival order. A
         // shared process sees a token unique across sessions, put back on the way out.
         let _progress = msg.meta_progress_token().map(|token| {
@@ -356,7 +357,7 @@ impl ProxySession {
                         stream,
                         Some(token.to_owned()),
                     );
-                    meta.push(("progressToken", unique));
+                    unique_token = Some(unique);
                     route
                 }
                 None => client.route_progress(token, stream, None),
@@ -387,12 +388,22 @@ impl ProxySession {
             }
             None => tracing::Span::none(),
         };
-        if let Some(ctx) = &call_ctx {
-            meta.push(("traceparent", ctx.traceparent()));
+        let traceparent = call_ctx.as_ref().map(TraceContext::traceparent);
+        // One rewrite (and one parse) for everything the backend sees differently; the members
+        // are at most these two, kept on the stack.
+        let mut members = [("", ""); 2];
+        let mut count = 0;
+        for member in [
+            unique_token.as_deref().map(|t| ("progressToken", t)),
+            traceparent.as_deref().map(|t| ("traceparent", t)),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            members[count] = member;
+            count += 1;
         }
-        // One rewrite (and one parse) for everything the backend sees differently.
-        let members: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let outgoing = msg.with_params(rewrite.params, &members);
+        let outgoing = msg.with_params(rewrite.params, &members[..count]);
         // An unsampled call has no span to enter on every poll.
         let result = if span.is_none() {
             client.call(id, &outgoing).await
@@ -840,7 +851,10 @@ impl ProxySession {
                 let Some(request_id) = param_raw(&msg, "requestId") else {
                     return;
                 };
-                let owner = lock(&self.state).in_flight.get(&request_id).copied();
+                let owner = lock(&self.state)
+                    .in_flight
+                    .get(request_id.as_bytes())
+                    .copied();
                 if let Some((index, id)) = owner {
                     let note = msg.with_param("requestId", &id.to_string());
                     if let Some(client) = backends.get(index) {

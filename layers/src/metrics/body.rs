@@ -39,7 +39,8 @@ struct Pending {
 #[derive(Debug)]
 pub(crate) struct RequestLog {
     pub(crate) span_id: Option<SpanId>,
-    pub(crate) request_id: Option<String>,
+    /// A slice of the request's bytes (a reference count, not a copy).
+    pub(crate) request_id: Option<bytes::Bytes>,
     pub(crate) session_id: Option<Arc<str>>,
     pub(crate) client_addr: Option<SocketAddr>,
     /// Where the event goes instead of `tracing`, when set.
@@ -173,7 +174,10 @@ impl RequestLog {
         let trace_id = trace_hex.as_ref().map(Hex::as_str);
         let span_id = span_hex.as_ref().map(Hex::as_str);
         let session_id = self.session_id.as_deref();
-        let request_id = self.request_id.as_deref();
+        let request_id = self
+            .request_id
+            .as_deref()
+            .and_then(|id| std::str::from_utf8(id).ok());
         let addr_text = self.client_addr.map(AddrText::of);
         let client_addr = addr_text.as_ref().map(AddrText::as_str);
         let failure = match &verdict {

@@ -87,7 +87,7 @@ where
         };
         let log = log.map(|sink| RequestLog {
             span_id: trace.map(|c| c.span_id),
-            request_id: req.message().and_then(|m| m.id_raw()).map(str::to_owned),
+            request_id: req.message().and_then(|m| m.id_bytes()),
             session_id: req.session_id(),
             client_addr: req.client_addr(),
             sink,

@@ -1,5 +1,6 @@
-//! Error classification: one verdict per request, put in the response extensions (or in the
-//! error) once and read by metrics, retry, logs and the error edge.
+//! Error classification: one verdict per request, put on the response (an HTTP response's
+//! extensions, a JSON-RPC response's `classification` field) or in the error once, and read by
+//! metrics, retry, logs and the error edge.
 //!
 //! HTTP statuses are classified at once; JSON-RPC error objects and `isError` tool results in JSON
 //! bodies and in SSE streams are classified when the body ends, as tower-http's `ClassifyEos`

@@ -1,7 +1,8 @@
 //! The error edge: the one place where an error becomes a response. Inner layers return typed
 //! errors; this layer answers each with a JSON-RPC error whose `data` carries `error_type`,
 //! `retryable` and `trace_id` — never internal error text — with the class's HTTP status and,
-//! when known, `Retry-After`. The class goes into the response's extensions for the layers above.
+//! when known, `Retry-After`. The class goes on the response (an HTTP response's extensions, a
+//! JSON-RPC response's `classification`) for the layers above.
 //!
 //! ```
 //! use bytes::Bytes;

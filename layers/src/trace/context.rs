@@ -179,8 +179,9 @@ impl TraceParent {
     }
 }
 
-/// The trace context of the current span, carried in request extensions: log events, metrics
-/// exemplars and outbound requests read it.
+/// The trace context of the current span, carried with the request
+/// ([`RequestParts::trace_context`](crate::parts::RequestParts::trace_context)): log events,
+/// metrics exemplars and outbound requests read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceContext {
     /// The trace.

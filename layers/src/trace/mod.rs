@@ -2,8 +2,9 @@
 //! `baggage` HTTP headers and from JSON-RPC `params._meta` (SEP-414; `_meta` wins), a server
 //! span is started with the OpenTelemetry MCP attributes (a sampled one; an unsampled span is
 //! never exported and carries only what log lines carry: `sampled`, trace and span ids, method,
-//! request id, session), and its [`TraceContext`] goes into the request extensions, where log
-//! events, metric exemplars and [`PropagateTraceLayer`] read it.
+//! request id, session), and its [`TraceContext`] goes with the request (an HTTP request's
+//! extensions, a JSON-RPC request's context: [`RequestParts::trace_context`](crate::parts::RequestParts::trace_context)),
+//! where log events, metric exemplars and [`PropagateTraceLayer`] read it.
 //!
 //! ```
 //! use bytes::Bytes;

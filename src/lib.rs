@@ -16,8 +16,26 @@ pub mod telemetry;
 
 /// Runs the gateway for `config` until `shutdown` resolves: binds the client and metrics
 /// listeners, serves, then drains requests in flight (10 s), stops the backends gracefully and
-/// waits for their processes.
+/// waits for their processes. Connections are served on the caller's runtime.
 pub async fn run(
+    config: config::Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    run_with(None, config, shutdown).await
+}
+
+/// As [`run`], each client connection served on one of `workers`' threads (the binary's way:
+/// see [`frontend::Workers`]).
+pub async fn run_on(
+    workers: &frontend::Workers,
+    config: config::Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    run_with(Some(workers), config, shutdown).await
+}
+
+async fn run_with(
+    workers: Option<&frontend::Workers>,
     config: config::Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -43,15 +61,32 @@ pub async fn run(
     ));
     let handler: Arc<dyn mcp::McpHandler> =
         Arc::new(proxy::Gateway::new(config.clone(), telemetry.clone()));
-    frontend::serve(
-        listener,
-        handler,
-        config.clone(),
-        telemetry,
-        shutdown,
-        Duration::from_secs(10),
-    )
-    .await;
+    let drain = Duration::from_secs(10);
+    match workers {
+        Some(workers) => {
+            frontend::serve_on(
+                workers,
+                listener,
+                handler,
+                config.clone(),
+                telemetry,
+                shutdown,
+                drain,
+            )
+            .await
+        }
+        None => {
+            frontend::serve(
+                listener,
+                handler,
+                config.clone(),
+                telemetry,
+                shutdown,
+                drain,
+            )
+            .await
+        }
+    }
     let grace = config
         .backends
         .iter()

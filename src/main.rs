@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use mcp_gateway::config::Config;
 use mcp_gateway::demo::{DemoServer, serve_stdio};
+use mcp_gateway::frontend::Workers;
 use mcp_gateway::mcp::McpHandler;
 use mcp_gateway::telemetry::Telemetry;
 use tokio::net::TcpListener;
@@ -120,46 +121,50 @@ fn load_config(args: &[String]) -> Config {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| fail(format!("cannot start the runtime: {e}")));
+    let runtime = |builder: &mut tokio::runtime::Builder| {
+        builder
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| fail(format!("cannot start the runtime: {e}")))
+    };
     match args.first().map(String::as_str) {
-        Some("demo-server") => runtime.block_on(async {
-            init_telemetry(None);
-            let handler: Arc<dyn McpHandler> = Arc::new(DemoServer::new());
-            match (args.get(1).map(String::as_str), args.get(2)) {
-                (Some("stdio"), None) => {
-                    if let Err(e) = serve_stdio(handler).await {
-                        fail(format!("demo server: {e}"));
+        Some("demo-server") => {
+            runtime(&mut tokio::runtime::Builder::new_multi_thread()).block_on(async {
+                init_telemetry(None);
+                let handler: Arc<dyn McpHandler> = Arc::new(DemoServer::new());
+                match (args.get(1).map(String::as_str), args.get(2)) {
+                    (Some("stdio"), None) => {
+                        if let Err(e) = serve_stdio(handler).await {
+                            fail(format!("demo server: {e}"));
+                        }
                     }
+                    (Some("http"), Some(addr)) => {
+                        let mut config = Config::from_yaml("{}").unwrap_or_else(|e| fail(e));
+                        config.listen = addr
+                            .parse()
+                            .unwrap_or_else(|e| fail(format!("{addr}: {e}")));
+                        let listener = bind(config.listen, "demo server").await;
+                        eprintln!(
+                            "demo server listening on http://{}",
+                            listener
+                                .local_addr()
+                                .map(|a| a.to_string())
+                                .unwrap_or_default()
+                        );
+                        mcp_gateway::frontend::serve(
+                            listener,
+                            handler,
+                            Arc::new(config),
+                            Telemetry::new(),
+                            shutdown_signal(),
+                            Duration::from_secs(2),
+                        )
+                        .await;
+                    }
+                    _ => fail(USAGE),
                 }
-                (Some("http"), Some(addr)) => {
-                    let mut config = Config::from_yaml("{}").unwrap_or_else(|e| fail(e));
-                    config.listen = addr
-                        .parse()
-                        .unwrap_or_else(|e| fail(format!("{addr}: {e}")));
-                    let listener = bind(config.listen, "demo server").await;
-                    eprintln!(
-                        "demo server listening on http://{}",
-                        listener
-                            .local_addr()
-                            .map(|a| a.to_string())
-                            .unwrap_or_default()
-                    );
-                    mcp_gateway::frontend::serve(
-                        listener,
-                        handler,
-                        Arc::new(config),
-                        Telemetry::new(),
-                        shutdown_signal(),
-                        Duration::from_secs(2),
-                    )
-                    .await;
-                }
-                _ => fail(USAGE),
-            }
-        }),
+            })
+        }
         Some("check-config") => match args.get(1).inspect(|_| init_telemetry(None)) {
             Some(path) => match Config::load(std::path::Path::new(path)) {
                 Ok(config) => println!("{path}: valid ({} backends)", config.backends.len()),
@@ -179,14 +184,19 @@ fn main() {
                 None => (None, None),
             };
             init_telemetry(layer);
-            runtime.block_on(async {
+            // Connections on threads of their own; this thread accepts, serves metrics, exports
+            // spans and waits for the signal.
+            let workers = Workers::start(Workers::default_count())
+                .unwrap_or_else(|e| fail(format!("cannot start the connection threads: {e}")));
+            runtime(&mut tokio::runtime::Builder::new_current_thread()).block_on(async {
                 if let Some(exporter) = exporter {
                     tokio::spawn(exporter);
                 }
-                if let Err(e) = mcp_gateway::run(config, shutdown_signal()).await {
+                if let Err(e) = mcp_gateway::run_on(&workers, config, shutdown_signal()).await {
                     fail(format!("cannot serve: {e}"));
                 }
             });
+            drop(workers);
         }
     }
     mcp_gateway::logs::flush();

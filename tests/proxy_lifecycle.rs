@@ -406,15 +406,34 @@ async fn a_websocket_backend_reconnects_after_its_server_restarts() {
     let _ = again.kill().await;
 }
 
-/// The runtime's worker threads, as docs/CONFIG.md says: `TOKIO_WORKER_THREADS`, else one per core.
+/// The connection threads, as docs/CONFIG.md says: `TOKIO_WORKER_THREADS`, else one per core;
+/// the calls run on them, not on the main thread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_threads_follow_tokio_worker_threads() {
-    let workers = |pid: u32| {
+    // (thread name, CPU ticks) of each of the process's threads.
+    let threads = |pid: u32| -> Vec<(String, u64)> {
         std::fs::read_dir(format!("/proc/{pid}/task"))
             .unwrap()
-            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-            .filter(|name| name.trim() == "tokio-rt-worker")
-            .count()
+            .filter_map(|t| {
+                let path = t.ok()?.path();
+                let name = std::fs::read_to_string(path.join("comm")).ok()?;
+                let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+                // utime and stime, the 14th and 15th fields, after the parenthesised name.
+                let after_name = &stat[stat.rfind(')')? + 2..];
+                let fields: Vec<&str> = after_name.split(' ').collect();
+                let ticks = fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?;
+                Some((name.trim().to_owned(), ticks))
+            })
+            .collect()
+    };
+    let is_worker = |name: &str| name == mcp_gateway::frontend::Workers::THREAD_NAME;
+    let workers = |pid: u32| threads(pid).iter().filter(|(n, _)| is_worker(n)).count();
+    let ticks = |pid: u32, worker: bool| -> u64 {
+        threads(pid)
+            .iter()
+            .filter(|(n, _)| is_worker(n) == worker)
+            .map(|(_, t)| t)
+            .sum()
     };
     let exe = gateway_exe();
     let yaml = format!(
@@ -435,6 +454,21 @@ async fn worker_threads_follow_tokio_worker_threads() {
         );
         let pid = gw.process.child.id().unwrap();
         assert_eq!(workers(pid), expected, "{env:?}");
+        // Calls until the connection threads have run for 50 ms of CPU (bounded): the other
+        // threads together (main, log writer, blocking pool) run less in that time.
+        let (workers_before, others_before) = (ticks(pid, true), ticks(pid, false));
+        for id in 2..5000 {
+            ws.call(id, "d__echo", json!({"message": "hi"})).await;
+            if ticks(pid, true) >= workers_before + 5 {
+                break;
+            }
+        }
+        let workers_ran = ticks(pid, true) - workers_before;
+        let others_ran = ticks(pid, false) - others_before;
+        assert!(
+            workers_ran >= 5 && others_ran < workers_ran,
+            "{env:?}: connection threads {workers_ran} ticks, the others {others_ran}"
+        );
         gw.process.child.kill().await.unwrap();
     }
 }

@@ -6,6 +6,7 @@ mod body;
 mod sse;
 mod streamable_http;
 mod websocket;
+mod workers;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ use tokio::sync::watch;
 pub(crate) use body::ResponseBody;
 use body::full;
 pub(crate) use websocket::WS_READ_BUFFER_BYTES;
+pub use workers::Workers;
 
 use crate::config::Config;
 use crate::mcp::McpHandler;
@@ -87,8 +89,43 @@ impl Requests {
 }
 
 /// Serves the frontends on `listener` until `shutdown` resolves, then drains in-flight requests
-/// (up to `drain`) and closes every session.
+/// (up to `drain`) and closes every session. Connections are served on the caller's runtime.
 pub async fn serve(
+    listener: TcpListener,
+    handler: Arc<dyn McpHandler>,
+    config: Arc<Config>,
+    telemetry: Telemetry,
+    shutdown: impl std::future::Future<Output = ()>,
+    drain: Duration,
+) {
+    serve_connections(None, listener, handler, config, telemetry, shutdown, drain).await;
+}
+
+/// As [`serve`], each connection on one of `workers`' threads; accepting, refusals and the
+/// drain stay on the caller's runtime.
+pub async fn serve_on(
+    workers: &Workers,
+    listener: TcpListener,
+    handler: Arc<dyn McpHandler>,
+    config: Arc<Config>,
+    telemetry: Telemetry,
+    shutdown: impl std::future::Future<Output = ()>,
+    drain: Duration,
+) {
+    serve_connections(
+        Some(workers),
+        listener,
+        handler,
+        config,
+        telemetry,
+        shutdown,
+        drain,
+    )
+    .await;
+}
+
+async fn serve_connections(
+    workers: Option<&Workers>,
     listener: TcpListener,
     handler: Arc<dyn McpHandler>,
     config: Arc<Config>,
@@ -128,38 +165,36 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(stream);
         match limiter.try_acquire(peer.ip()) {
             Ok(permit) => {
-                let frontend = frontend.clone();
-                // Shared with an upgraded WebSocket, which outlives this HTTP connection.
-                let permit = Arc::new(permit);
-                let held = permit.clone();
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let frontend = frontend.clone();
-                    let held = HeldPermit {
-                        _permit: held.clone(),
-                    };
-                    async move { Ok::<_, Infallible>(frontend.route(req, peer, held).await) }
-                });
-                let mut drain_signal = drain_signal.clone();
-                tokio::spawn(async move {
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, service)
-                        .with_upgrades();
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = drain_signal.changed() => {
-                            // Finish the request in flight, then close.
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
-                        }
+                let connection = Connection {
+                    frontend: frontend.clone(),
+                    peer,
+                    permit,
+                    drain_signal: drain_signal.clone(),
+                };
+                match workers {
+                    None => {
+                        tokio::spawn(connection.serve(stream));
                     }
-                    drop(permit);
-                });
+                    // The socket moves to the worker's own reactor.
+                    Some(workers) => match stream.into_std() {
+                        Ok(stream) => {
+                            workers.next().spawn(async move {
+                                match tokio::net::TcpStream::from_std(stream) {
+                                    Ok(stream) => connection.serve(stream).await,
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "cannot serve a connection")
+                                    }
+                                }
+                            });
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot serve a connection"),
+                    },
+                }
             }
             Err(rejected) => {
+                let io = TokioIo::new(stream);
                 tokio::spawn(async move {
                     let service =
                         hyper::service::service_fn(move |_req: Request<Incoming>| async move {
@@ -200,6 +235,48 @@ pub async fn serve(
     frontend.streamable.close_all();
     frontend.sse.close_all();
     frontend.handler.shutdown();
+}
+
+/// An accepted connection under the limit, served by hyper until it closes or the drain begins.
+struct Connection {
+    frontend: Arc<Frontend>,
+    peer: SocketAddr,
+    permit: mcp_gateway_layers::limit::ConnectionPermit,
+    drain_signal: watch::Receiver<bool>,
+}
+
+impl Connection {
+    async fn serve(self, stream: tokio::net::TcpStream) {
+        let Connection {
+            frontend,
+            peer,
+            permit,
+            mut drain_signal,
+        } = self;
+        // Shared with an upgraded WebSocket, which outlives this HTTP connection.
+        let permit = Arc::new(permit);
+        let held = permit.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let frontend = frontend.clone();
+            let held = HeldPermit {
+                _permit: held.clone(),
+            };
+            async move { Ok::<_, Infallible>(frontend.route(req, peer, held).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = drain_signal.changed() => {
+                // Finish the request in flight, then close.
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+        drop(permit);
+    }
 }
 
 /// What the session learns of a message that came in `parts`.

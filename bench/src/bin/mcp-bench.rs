@@ -6,7 +6,7 @@
 //!           [--idle N] [--only http-http|http-stdio|sse-stdio|ws-stdio|idle] [--gateway-workers N]
 //!
 //! `--quick` is the CI smoke run: a second per run, one concurrency, one payload.
-//! `--gateway-workers N` gives the gateway N runtime worker threads (`TOKIO_WORKER_THREADS`);
+//! `--gateway-workers N` gives the gateway N connection threads (`TOKIO_WORKER_THREADS`);
 //! without it, the gateway's default (one per core).
 
 use std::io::{BufRead, BufReader};

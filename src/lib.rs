@@ -61,32 +61,16 @@ async fn run_with(
     ));
     let handler: Arc<dyn mcp::McpHandler> =
         Arc::new(proxy::Gateway::new(config.clone(), telemetry.clone()));
-    let drain = Duration::from_secs(10);
-    match workers {
-        Some(workers) => {
-            frontend::serve_on(
-                workers,
-                listener,
-                handler,
-                config.clone(),
-                telemetry,
-                shutdown,
-                drain,
-            )
-            .await
-        }
-        None => {
-            frontend::serve(
-                listener,
-                handler,
-                config.clone(),
-                telemetry,
-                shutdown,
-                drain,
-            )
-            .await
-        }
-    }
+    frontend::serve(
+        workers,
+        listener,
+        handler,
+        config.clone(),
+        telemetry,
+        shutdown,
+        Duration::from_secs(10),
+    )
+    .await;
     let grace = config
         .backends
         .iter()

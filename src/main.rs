@@ -152,6 +152,7 @@ fn main() {
                                 .unwrap_or_default()
                         );
                         mcp_gateway::frontend::serve(
+                            None,
                             listener,
                             handler,
                             Arc::new(config),

@@ -89,42 +89,10 @@ impl Requests {
 }
 
 /// Serves the frontends on `listener` until `shutdown` resolves, then drains in-flight requests
-/// (up to `drain`) and closes every session. Connections are served on the caller's runtime.
+/// (up to `drain`) and closes every session. Each connection is served on one of `workers`'
+/// threads, or on the caller's runtime without them; accepting, refusals and the drain stay on
+/// the caller's runtime.
 pub async fn serve(
-    listener: TcpListener,
-    handler: Arc<dyn McpHandler>,
-    config: Arc<Config>,
-    telemetry: Telemetry,
-    shutdown: impl std::future::Future<Output = ()>,
-    drain: Duration,
-) {
-    serve_connections(None, listener, handler, config, telemetry, shutdown, drain).await;
-}
-
-/// As [`serve`], each connection on one of `workers`' threads; accepting, refusals and the
-/// drain stay on the caller's runtime.
-pub async fn serve_on(
-    workers: &Workers,
-    listener: TcpListener,
-    handler: Arc<dyn McpHandler>,
-    config: Arc<Config>,
-    telemetry: Telemetry,
-    shutdown: impl std::future::Future<Output = ()>,
-    drain: Duration,
-) {
-    serve_connections(
-        Some(workers),
-        listener,
-        handler,
-        config,
-        telemetry,
-        shutdown,
-        drain,
-    )
-    .await;
-}
-
-async fn serve_connections(
     workers: Option<&Workers>,
     listener: TcpListener,
     handler: Arc<dyn McpHandler>,

@@ -2,7 +2,7 @@
 //! each running a current-thread runtime of its own (thread per core, as nginx and Envoy do).
 //! A connection's requests, and the tasks they spawn, stay on its thread: no work stealing and
 //! no waking of another thread to share a burst, which on a machine shared with the backends
-//! cost about a tenth of a call's CPU (docs/PERFORMANCE.md).
+//! cost a seventh of a call's CPU (docs/PERFORMANCE.md).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -29,8 +29,9 @@ impl Workers {
 
     /// Starts `count` threads (at least one).
     pub fn start(count: usize) -> std::io::Result<Workers> {
-        let mut threads = Vec::with_capacity(count.max(1));
-        for _ in 0..count.max(1) {
+        let count = count.max(1);
+        let mut threads = Vec::with_capacity(count);
+        for _ in 0..count {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;

@@ -57,6 +57,7 @@ fn declares(bits: Option<u8>, capability: &str) -> bool {
 }
 
 fn json_string(s: &str) -> String {
+    // A string always serializes; no `Value` is built on the way.
     serde_json::to_string(s).unwrap_or_default()
 }
 

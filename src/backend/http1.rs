@@ -119,10 +119,24 @@ impl<'a> Request<'a> {
 // === impl HttpPool ===
 
 /// Keep-alive connections to HTTP backends, shared by every session of a gateway: an idle
-/// session holds a session id, not a socket.
+/// session holds a session id, not a socket. On the binary's connection threads each thread
+/// reuses the connections it opened: a socket is polled by the runtime that registered it, and
+/// one used from another thread's task costs a wake-up across threads each way.
 #[derive(Clone, Default)]
 pub struct HttpPool {
-    idle: Arc<Mutex<HashMap<Arc<str>, Vec<Conn>>>>,
+    idle: Arc<Mutex<HashMap<PoolKey, Vec<Conn>>>>,
+}
+
+/// A backend's address and the connection thread that opened the connections (none off them).
+type PoolKey = (Arc<str>, Option<usize>);
+
+thread_local! {
+    static CONNECTION_THREAD: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Marks the current thread as connection thread `index` (see [`HttpPool`]).
+pub(crate) fn set_connection_thread(index: usize) {
+    CONNECTION_THREAD.set(Some(index));
 }
 
 struct Conn {
@@ -200,9 +214,10 @@ impl HttpPool {
     }
 
     /// An idle connection to `address` that the backend has not closed.
-    fn checkout(&self, address: &str) -> Option<Conn> {
+    fn checkout(&self, address: &Arc<str>) -> Option<Conn> {
+        let key = (address.clone(), CONNECTION_THREAD.get());
         loop {
-            let conn = lock(&self.idle).get_mut(address)?.pop()?;
+            let conn = lock(&self.idle).get_mut(&key)?.pop()?;
             // Readable while idle means closed (or garbage): either way it cannot carry a request.
             // The probe reads only when the reactor saw the socket readable, and not under the lock.
             let mut probe = [0u8; 1];
@@ -216,7 +231,9 @@ impl HttpPool {
 
     fn put_back(&self, address: &Arc<str>, conn: Conn) {
         let mut idle = lock(&self.idle);
-        let conns = idle.entry(address.clone()).or_default();
+        let conns = idle
+            .entry((address.clone(), CONNECTION_THREAD.get()))
+            .or_default();
         if conns.len() < MAX_IDLE_PER_HOST {
             conns.push(conn);
         }
@@ -671,6 +688,48 @@ mod tests {
             format!(
                 "POST /mcp?x=1 HTTP/1.1\r\ncontent-type: application/json\r\nhost: {addr}\r\ncontent-length: 7\r\n\r\n{{\"a\":1}}"
             )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_thread_reuses_only_the_connections_it_opened() {
+        let (endpoint, accepted, _) = server(vec![(vec![OK_LENGTH], false); 3]).await;
+        let pool = HttpPool::default();
+        // Two connection threads, each with its runtime, posting when told to.
+        let threads: Vec<_> = (0..2)
+            .map(|index| {
+                let (pool, endpoint) = (pool.clone(), endpoint.clone());
+                let (go, calls) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<()>>();
+                std::thread::spawn(move || {
+                    set_connection_thread(index);
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    for done in calls {
+                        runtime.block_on(async {
+                            let resp = post(&pool, &endpoint, b"{}").await.unwrap();
+                            resp.body.collect(1024).await.unwrap();
+                        });
+                        done.send(()).unwrap();
+                    }
+                });
+                go
+            })
+            .collect();
+        for index in [0, 1, 0] {
+            let (done, finished) = tokio::sync::oneshot::channel();
+            threads[index].send(done).unwrap();
+            // A socket of the other thread's runtime, idle between calls, would never be read.
+            tokio::time::timeout(std::time::Duration::from_secs(5), finished)
+                .await
+                .expect("the call finished")
+                .unwrap();
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "thread 1 opened its own connection; thread 0 reused its first"
         );
     }
 

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 pub use client::{BackendClient, BackendEvent, BackendMetrics, EventTarget, Inbox, ProgressRoute};
 pub use http1::HttpPool;
+pub(crate) use http1::set_connection_thread;
 pub use stdio::wait_for_children;
 
 use crate::config::{BackendConfig, BackendTransport};

@@ -31,7 +31,7 @@ impl Workers {
     pub fn start(count: usize) -> std::io::Result<Workers> {
         let count = count.max(1);
         let mut threads = Vec::with_capacity(count);
-        for _ in 0..count {
+        for index in 0..count {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -40,6 +40,7 @@ impl Workers {
             let thread = std::thread::Builder::new()
                 .name(Self::THREAD_NAME.to_owned())
                 .spawn(move || {
+                    crate::backend::set_connection_thread(index);
                     let _ = runtime.block_on(stopped);
                     // Tasks still there (backends' supervisors) are dropped: their children are
                     // killed on drop. A task that blocks in its drop cannot hold the exit up.

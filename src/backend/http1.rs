@@ -127,7 +127,8 @@ pub struct HttpPool {
     idle: Arc<Mutex<HashMap<PoolKey, Vec<Conn>>>>,
 }
 
-/// A backend's address and the connection thread that opened the connections (none off them).
+/// A backend's address and the connection thread that opened the connections (`None` when
+/// they were opened on any other thread).
 type PoolKey = (Arc<str>, Option<usize>);
 
 thread_local! {

@@ -144,12 +144,17 @@ impl EventFields<'_> {
         if HEADER.contains(&field.name()) {
             return false;
         }
-        // Field names are Rust identifiers: nothing in them needs escaping.
-        self.out.extend_from_slice(b",\"");
-        self.out.extend_from_slice(field.name().as_bytes());
-        self.out.extend_from_slice(b"\":");
+        push_member_name(self.out, field.name());
         true
     }
+}
+
+/// `,"name":` for a member whose name is an identifier (a field's, a carried one's): nothing in
+/// it needs escaping.
+fn push_member_name(line: &mut Vec<u8>, name: &str) {
+    line.extend_from_slice(b",\"");
+    line.extend_from_slice(name.as_bytes());
+    line.extend_from_slice(b"\":");
 }
 
 impl Visit for EventFields<'_> {
@@ -281,10 +286,7 @@ where
             return;
         }
         written |= 1 << index;
-        // Carried names are identifiers: nothing in them needs escaping.
-        line.extend_from_slice(b",\"");
-        line.extend_from_slice(name.as_bytes());
-        line.extend_from_slice(b"\":");
+        push_member_name(line, name);
         write(line);
     };
     if let Some(scope) = ctx.event_scope(event) {
@@ -375,11 +377,9 @@ fn filter_admits(record: &RequestLogRecord<'_>) -> bool {
 
 /// A request's line, in the order the event's fields are declared.
 fn request_line(line: &mut Vec<u8>, record: &RequestLogRecord<'_>) {
-    /// `,"name":` then the value as `value` writes it; names are identifiers, never escaped.
+    /// `,"name":` then the value as `value` writes it.
     fn member(line: &mut Vec<u8>, name: &str, value: impl FnOnce(&mut Vec<u8>)) {
-        line.extend_from_slice(b",\"");
-        line.extend_from_slice(name.as_bytes());
-        line.extend_from_slice(b"\":");
+        push_member_name(line, name);
         value(line);
     }
     /// A value the metrics layer makes itself (hex ids, method, status and error labels): copied

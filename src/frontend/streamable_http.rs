@@ -166,7 +166,8 @@ struct Accepted {
 /// Media ranges compared case-insensitively, parameters (`;q=`) ignored. Without the header
 /// neither is named: a POST is still answered (as JSON), an event stream needs asking for.
 fn accepted(headers: &http::HeaderMap) -> Accepted {
-    let mut values = headers.get_all(http::header::ACCEPT).iter();
+    let all = headers.get_all(http::header::ACCEPT);
+    let mut values = all.iter();
     // What MCP clients send, read without splitting.
     if let (Some(only), None) = (values.next(), values.next())
         && only.as_bytes() == b"application/json, text/event-stream"
@@ -180,8 +181,7 @@ fn accepted(headers: &http::HeaderMap) -> Accepted {
         json: false,
         event_stream: false,
     };
-    for range in headers
-        .get_all(http::header::ACCEPT)
+    for range in all
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))

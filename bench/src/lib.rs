@@ -68,3 +68,104 @@ mod tests {
         );
     }
 }
+
+/// A harness binary's command line: `--name value` flags and `--name` switches, checked against
+/// what the binary takes, so that a typo or `--help` never starts a long run with defaults.
+#[derive(Debug)]
+pub struct Args {
+    values: Vec<(String, String)>,
+    switches: Vec<String>,
+}
+
+/// Why a command line was not accepted; `Help` when the usage was asked for.
+#[derive(Debug, PartialEq)]
+pub enum ArgsError {
+    Help,
+    Invalid(String),
+}
+
+impl Args {
+    /// Parses `args` (without the program name); `flags` take a value, `switches` do not.
+    ///
+    /// ```
+    /// use mcp_gateway_bench::{Args, ArgsError};
+    ///
+    /// let args = |a: &[&str]| Args::parse(a.iter().map(|s| s.to_string()), &["--seconds"], &["--quick"]);
+    /// let ok = args(&["--quick", "--seconds", "2"]).unwrap();
+    /// assert!(ok.has("--quick"));
+    /// assert_eq!(ok.number("--seconds", 5.0), Ok(2.0));
+    /// assert_eq!(args(&["--help"]).unwrap_err(), ArgsError::Help);
+    /// assert!(args(&["--secnds", "2"]).is_err());
+    /// assert!(args(&["--seconds"]).is_err());
+    /// assert!(args(&["--seconds", "two"]).unwrap().number("--seconds", 5.0).is_err());
+    /// ```
+    pub fn parse(
+        args: impl IntoIterator<Item = String>,
+        flags: &[&str],
+        switches: &[&str],
+    ) -> Result<Args, ArgsError> {
+        let mut parsed = Args {
+            values: Vec::new(),
+            switches: Vec::new(),
+        };
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            if arg == "--help" || arg == "-h" {
+                return Err(ArgsError::Help);
+            } else if flags.contains(&arg.as_str()) {
+                let value = args
+                    .next()
+                    .ok_or_else(|| ArgsError::Invalid(format!("{arg} needs a value")))?;
+                parsed.values.push((arg, value));
+            } else if switches.contains(&arg.as_str()) {
+                parsed.switches.push(arg);
+            } else {
+                return Err(ArgsError::Invalid(format!("unknown argument {arg:?}")));
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// The value of flag `name` (the last one given).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether switch `name` was given.
+    pub fn has(&self, name: &str) -> bool {
+        self.switches.iter().any(|s| s == name)
+    }
+
+    /// Flag `name` parsed as a number, `default` when absent; an error names a value that is not one.
+    pub fn number<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, String> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("{name} {v:?} is not a number")),
+        }
+    }
+
+    /// [`Args::parse`] of the process's arguments; prints `usage` and exits (0 for `--help`,
+    /// 2 with the reason otherwise) when they are not accepted.
+    pub fn from_env_or_exit(usage: &str, flags: &[&str], switches: &[&str]) -> Args {
+        match Args::parse(std::env::args().skip(1), flags, switches) {
+            Ok(args) => args,
+            Err(ArgsError::Help) => {
+                println!("{usage}");
+                std::process::exit(0);
+            }
+            Err(ArgsError::Invalid(why)) => Args::exit_invalid(usage, &why),
+        }
+    }
+
+    /// Prints `why` and `usage` to stderr and exits with status 2.
+    pub fn exit_invalid(usage: &str, why: &str) -> ! {
+        eprintln!("{why}\n{usage}");
+        std::process::exit(2);
+    }
+}

@@ -69,3 +69,61 @@ fn the_harness_runs_every_scenario_both_ways() {
         );
     }
 }
+
+/// `--help` prints the usage and a typo or a bad value is refused at once: neither may start
+/// a benchmark run on the defaults (which takes minutes).
+#[test]
+fn the_harness_refuses_arguments_it_does_not_take() {
+    let run = |exe: &str, args: &[&str]| {
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new(exe).args(args).output().unwrap();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{exe} {args:?} started a run"
+        );
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (bench, load) = (
+        env!("CARGO_BIN_EXE_mcp-bench"),
+        env!("CARGO_BIN_EXE_mcp-load"),
+    );
+    let (code, stdout, _) = run(bench, &["--help"]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.starts_with("mcp-bench [--quick]"), "{stdout}");
+    for (exe, args, why) in [
+        (
+            bench,
+            &["--secnds", "1"][..],
+            "unknown argument \"--secnds\"",
+        ),
+        (
+            bench,
+            &["--rounds", "three"][..],
+            "--rounds \"three\" is not a number",
+        ),
+        (
+            bench,
+            &["--only", "http"][..],
+            "--only \"http\" is not a scenario",
+        ),
+        (
+            bench,
+            &["--observability", "yes"][..],
+            "--observability \"yes\" is neither on nor off",
+        ),
+        (load, &["--concurrency"][..], "--concurrency needs a value"),
+        (
+            load,
+            &["--payload", "-1"][..],
+            "--payload \"-1\" is not a number",
+        ),
+    ] {
+        let (code, _, stderr) = run(exe, args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.starts_with(why), "{args:?}: {stderr}");
+    }
+}

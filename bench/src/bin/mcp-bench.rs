@@ -2,8 +2,7 @@
 //! prints one JSON line per run and a table with the ratio, each process's CPU time per 1,000
 //! requests (from /proc) and the gateway's peak RSS.
 //!
-//! mcp-bench [--quick] [--gateway PATH] [--seconds S] [--rounds R] [--observability on|off]
-//!           [--idle N] [--only http-http|http-stdio|sse-stdio|ws-stdio|idle] [--gateway-workers N]
+//! Its flags are in [`USAGE`] (`mcp-bench --help`).
 //!
 //! `--quick` is the CI smoke run: a second per run, one concurrency, one payload.
 //! `--gateway-workers N` gives the gateway N connection threads (`TOKIO_WORKER_THREADS`);
@@ -14,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use mcp_gateway_bench::Args;
 use serde_json::Value;
 
 type Error = Box<dyn std::error::Error>;
@@ -241,15 +241,31 @@ fn load(run: &Run<'_>) -> Result<Value, Error> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
+const USAGE: &str =
+    "mcp-bench [--quick] [--gateway PATH] [--seconds S] [--rounds R] [--observability on|off]
+          [--idle N] [--only http-http|http-stdio|sse-stdio|ws-stdio|idle] [--gateway-workers N]";
+
+/// Exits with the usage: for `unwrap_or_else` on a flag that did not parse.
+fn invalid<T>(why: String) -> T {
+    Args::exit_invalid(USAGE, &why)
+}
+
 fn main() -> Result<(), Error> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let get = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let quick = args.iter().any(|a| a == "--quick");
+    let args = Args::from_env_or_exit(
+        USAGE,
+        &[
+            "--gateway",
+            "--seconds",
+            "--rounds",
+            "--observability",
+            "--idle",
+            "--only",
+            "--gateway-workers",
+        ],
+        &["--quick"],
+    );
+    let get = |name: &str| args.get(name).map(str::to_owned);
+    let quick = args.has("--quick");
     let dir = std::env::current_exe()?
         .parent()
         .ok_or("no directory")?
@@ -258,10 +274,33 @@ fn main() -> Result<(), Error> {
         .map(PathBuf::from)
         .unwrap_or_else(|| dir.join("mcp-gateway"));
     let (echo, load_exe) = (dir.join("mcp-echo"), dir.join("mcp-load"));
-    let seconds: f64 =
-        get("--seconds").map_or(if quick { 1.0 } else { 5.0 }, |s| s.parse().unwrap_or(5.0));
-    let rounds: usize =
-        get("--rounds").map_or(if quick { 1 } else { 3 }, |s| s.parse().unwrap_or(3));
+    let seconds: f64 = args
+        .number("--seconds", if quick { 1.0 } else { 5.0 })
+        .unwrap_or_else(invalid);
+    let rounds: usize = args
+        .number("--rounds", if quick { 1 } else { 3 })
+        .unwrap_or_else(invalid);
+    let idle: usize = args
+        .number("--idle", if quick { 100 } else { 10_000 })
+        .unwrap_or_else(invalid);
+    let observability = get("--observability").unwrap_or_else(|| "on".to_owned());
+    if !["on", "off"].contains(&observability.as_str()) {
+        Args::exit_invalid(
+            USAGE,
+            &format!("--observability {observability:?} is neither on nor off"),
+        );
+    }
+    let gateway_workers: Option<usize> = args
+        .get("--gateway-workers")
+        .map(|_| args.number("--gateway-workers", 0).unwrap_or_else(invalid));
+    // `--only KEY` runs one scenario: http-http, http-stdio, sse-stdio, ws-stdio or idle.
+    let keys = ["http-http", "http-stdio", "sse-stdio", "ws-stdio"];
+    let only = get("--only");
+    if let Some(key) = &only {
+        if !keys.contains(&key.as_str()) && key != "idle" {
+            Args::exit_invalid(USAGE, &format!("--only {key:?} is not a scenario"));
+        }
+    }
     let logs = std::env::temp_dir().join(format!("mcp-bench-{}", std::process::id()));
     std::fs::create_dir_all(&logs)?;
 
@@ -272,8 +311,6 @@ fn main() -> Result<(), Error> {
     )?;
     // Observability on: a JSON log line per request (info) to a file, spans sampled at 1% and
     // exported to a local OTLP receiver. Off: warnings only, nothing sampled. Metrics are always on.
-    let observability = get("--observability").unwrap_or_else(|| "on".to_owned());
-    let gateway_workers = get("--gateway-workers");
     let otlp = (observability != "off").then(otlp_receiver).transpose()?;
     let tracing = match &otlp {
         None => "tracing: {sampling_ratio: 0.0}\n".to_owned(),
@@ -294,8 +331,8 @@ fn main() -> Result<(), Error> {
     std::fs::write(logs.join("gateway.yaml"), config)?;
     let start_gateway = |log: &str, config: &str| {
         let mut gateway_cmd = Command::new(&gateway_exe);
-        if let Some(workers) = &gateway_workers {
-            gateway_cmd.env("TOKIO_WORKER_THREADS", workers);
+        if let Some(workers) = gateway_workers {
+            gateway_cmd.env("TOKIO_WORKER_THREADS", workers.to_string());
         }
         gateway_cmd.env(
             "MCP_GATEWAY_LOG",
@@ -332,9 +369,6 @@ fn main() -> Result<(), Error> {
     let payloads: &[usize] = if quick { &[64] } else { &[64, 4096] };
     let concurrencies: &[usize] = if quick { &[4] } else { &[1, 16, 64] };
     // (scenario, transport, url, tool, how the backend is reached directly)
-    // `--only KEY` runs one scenario: http-http, http-stdio, sse-stdio, ws-stdio or idle.
-    let only = get("--only");
-    let keys = ["http-http", "http-stdio", "sse-stdio", "ws-stdio"];
     let scenarios = [
         (
             "Streamable HTTP → HTTP backend",
@@ -467,9 +501,6 @@ fn main() -> Result<(), Error> {
     }
     stop(gateway);
     // Idle sessions, each run on a fresh gateway with the HTTP echo as its one backend.
-    let idle: usize = get("--idle").map_or(if quick { 100 } else { 10_000 }, |s| {
-        s.parse().unwrap_or(10_000)
-    });
     let idle_runs = if only.as_deref().is_none_or(|o| o == "idle") {
         &[("http", "mcp"), ("ws", "ws")][..]
     } else {

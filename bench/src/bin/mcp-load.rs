@@ -5,10 +5,7 @@
 //! JSON answers), `http-sse` (Streamable HTTP, SSE answers), `ws` (WebSocket), `sse` (legacy
 //! HTTP+SSE: POSTs to the endpoint the stream names, answers on the stream), `stdio` (the
 //! backend itself, one process per session, `--command "PATH ARGS"`: direct-to-stdio runs).
-//!
-//! mcp-load --url URL --transport http|http-sse|ws|sse|stdio --tool NAME [--concurrency C]
-//!          [--sessions S] [--payload B] [--seconds D | --requests N] [--command CMD]
-//! mcp-load --url URL --transport http|ws --idle N --seconds D   (open N sessions, hold them)
+//! `--idle N` opens N sessions and holds them. Its flags are in [`USAGE`] (`mcp-load --help`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +18,7 @@ use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use mcp_gateway_bench::Args;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message as Frame;
@@ -45,31 +43,54 @@ struct Options {
     idle: Option<usize>,
 }
 
+const USAGE: &str =
+    "mcp-load --url URL --transport http|http-sse|ws|sse|stdio --tool NAME [--concurrency C]
+         [--sessions S] [--payload B] [--seconds D | --requests N] [--command CMD]
+mcp-load --url URL --transport http|ws --idle N --seconds D   (open N sessions, hold them)";
+
+/// Exits with the usage: for `unwrap_or_else` on a flag that did not parse.
+fn invalid<T>(why: String) -> T {
+    Args::exit_invalid(USAGE, &why)
+}
+
 fn options() -> Result<Options, Error> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let get = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let num = |name: &str, default: u64| get(name).map_or(Ok(default), |v| v.parse::<u64>());
+    let args = Args::from_env_or_exit(
+        USAGE,
+        &[
+            "--url",
+            "--transport",
+            "--tool",
+            "--concurrency",
+            "--sessions",
+            "--payload",
+            "--seconds",
+            "--requests",
+            "--command",
+            "--idle",
+        ],
+        &[],
+    );
+    let get = |name: &str| args.get(name).map(str::to_owned);
+    let payload = "x".repeat(args.number("--payload", 64).unwrap_or_else(invalid));
     Ok(Options {
         // Direct-to-stdio runs have no URL.
         url: get("--url")
             .unwrap_or_else(|| "http://127.0.0.1/".to_owned())
             .parse()?,
         transport: get("--transport").unwrap_or_else(|| "http".to_owned()),
-
         tool_json: serde_json::to_string(&get("--tool").unwrap_or_else(|| "echo".to_owned()))?,
-        concurrency: num("--concurrency", 16)? as usize,
-        sessions: num("--sessions", 4)? as usize,
-        payload: "x".repeat(num("--payload", 64)? as usize),
-        payload_json: serde_json::to_string(&"x".repeat(num("--payload", 64)? as usize))?,
-        seconds: get("--seconds").map_or(Ok(5.0), |v| v.parse::<f64>())?,
-        requests: get("--requests").map(|v| v.parse()).transpose()?,
+        concurrency: args.number("--concurrency", 16).unwrap_or_else(invalid),
+        sessions: args.number("--sessions", 4).unwrap_or_else(invalid),
+        payload_json: serde_json::to_string(&payload)?,
+        payload,
+        seconds: args.number("--seconds", 5.0).unwrap_or_else(invalid),
+        requests: args
+            .get("--requests")
+            .map(|_| args.number("--requests", 0).unwrap_or_else(invalid)),
         command: get("--command"),
-        idle: get("--idle").map(|v| v.parse()).transpose()?,
+        idle: args
+            .get("--idle")
+            .map(|_| args.number("--idle", 0).unwrap_or_else(invalid)),
     })
 }
 

@@ -53,7 +53,22 @@ fn the_harness_runs_every_scenario_both_ways() {
     for r in &results {
         assert_eq!(r["result"]["errors"], 0, "{r}");
         assert!(r["result"]["requests"].as_u64().unwrap() > 0, "{r}");
+        if r["via"] == "gateway" {
+            assert!(r["backend_cpu_per_1k"].as_f64().is_some(), "{r}");
+        }
     }
+    // The HTTP echo is a process of its own: its CPU is measured, and the ratio printed.
+    let http_row = table
+        .lines()
+        .find(|l| l.starts_with("| Streamable HTTP → HTTP backend |"))
+        .unwrap();
+    let cpu_ratio = http_row.trim_end_matches(" |").rsplit("| ").next().unwrap();
+    assert!(
+        cpu_ratio
+            .strip_suffix('×')
+            .is_some_and(|r| r.parse::<f64>().is_ok_and(|r| r > 0.0)),
+        "{http_row}"
+    );
     assert!(table.contains("gateway peak RSS:"), "{table}");
     // Observability on: sampled spans reached the local OTLP receiver.
     let exports: u64 = table

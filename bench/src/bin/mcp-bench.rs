@@ -400,9 +400,9 @@ fn main() -> Result<(), Error> {
         ),
     ];
     println!(
-        "| scenario | payload | concurrency | direct req/s | gateway req/s | ratio | gateway p50 / p99 µs | gateway CPU s per 1k | backend CPU s per 1k |"
+        "| scenario | payload | concurrency | direct req/s | gateway req/s | ratio | gateway p50 / p99 µs | gateway CPU s per 1k | backend CPU s per 1k | CPU gateway / backend |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let chosen = scenarios
         .iter()
         .zip(keys)
@@ -455,7 +455,7 @@ fn main() -> Result<(), Error> {
                     let be_per_1k = (backend_cpu() - be_cpu) / requests * 1000.0;
                     eprintln!(
                         "{}",
-                        serde_json::json!({"scenario": name, "via": "gateway", "result": result, "gateway_cpu_per_1k": gw_per_1k})
+                        serde_json::json!({"scenario": name, "via": "gateway", "result": result, "gateway_cpu_per_1k": gw_per_1k, "backend_cpu_per_1k": be_per_1k})
                     );
                     if result["errors"].as_u64() != Some(0) {
                         return Err(format!("{name}: {} errors", result["errors"]).into());
@@ -482,8 +482,17 @@ fn main() -> Result<(), Error> {
                     .ok_or("no run")?;
                 let direct_cell = format!("{:.0} ({direct})", median(direct_rps.clone()));
                 let ratio = format!("{:.0}%", gateway_rps / median(direct_rps).max(1.0) * 100.0);
+                // CPU time comes in ticks of 10 ms: a backend that used fewer than ten in the
+                // run (stdio echoes, mostly) is too coarse to divide by.
+                let backend_seconds =
+                    middle.2 * middle.0["requests"].as_f64().unwrap_or(0.0) / 1000.0;
+                let cpu_ratio = if backend_seconds >= 0.1 {
+                    format!("{:.1}×", middle.1 / middle.2)
+                } else {
+                    "—".to_owned()
+                };
                 println!(
-                    "| {name} | {payload} B | {concurrency} | {direct_cell} | {gateway_rps:.0} | {ratio} | {} / {} | {:.3} | {:.3} |",
+                    "| {name} | {payload} B | {concurrency} | {direct_cell} | {gateway_rps:.0} | {ratio} | {} / {} | {:.3} | {:.3} | {cpu_ratio} |",
                     middle.0["p50_us"], middle.0["p99_us"], middle.1, middle.2
                 );
             }

@@ -75,6 +75,8 @@ mod tests {
 pub struct Args {
     values: Vec<(String, String)>,
     switches: Vec<String>,
+    /// Printed with every refusal.
+    usage: &'static str,
 }
 
 /// Why a command line was not accepted; `Help` when the usage was asked for.
@@ -90,16 +92,20 @@ impl Args {
     /// ```
     /// use mcp_gateway_bench::{Args, ArgsError};
     ///
-    /// let args = |a: &[&str]| Args::parse(a.iter().map(|s| s.to_string()), &["--seconds"], &["--quick"]);
+    /// let args = |a: &[&str]| {
+    ///     Args::parse("usage", a.iter().map(|s| s.to_string()), &["--seconds"], &["--quick"])
+    /// };
     /// let ok = args(&["--quick", "--seconds", "2"]).unwrap();
     /// assert!(ok.has("--quick"));
-    /// assert_eq!(ok.number("--seconds", 5.0), Ok(2.0));
+    /// assert_eq!(ok.try_number("--seconds"), Ok(Some(2.0)));
+    /// assert_eq!(ok.try_number::<u32>("--rounds"), Ok(None));
     /// assert_eq!(args(&["--help"]).unwrap_err(), ArgsError::Help);
     /// assert!(args(&["--secnds", "2"]).is_err());
     /// assert!(args(&["--seconds"]).is_err());
-    /// assert!(args(&["--seconds", "two"]).unwrap().number("--seconds", 5.0).is_err());
+    /// assert!(args(&["--seconds", "two"]).unwrap().try_number::<f64>("--seconds").is_err());
     /// ```
     pub fn parse(
+        usage: &'static str,
         args: impl IntoIterator<Item = String>,
         flags: &[&str],
         switches: &[&str],
@@ -107,6 +113,7 @@ impl Args {
         let mut parsed = Args {
             values: Vec::new(),
             switches: Vec::new(),
+            usage,
         };
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -126,6 +133,19 @@ impl Args {
         Ok(parsed)
     }
 
+    /// [`Args::parse`] of the process's arguments; prints `usage` and exits (0 for `--help`,
+    /// 2 with the reason otherwise) when they are not accepted.
+    pub fn from_env_or_exit(usage: &'static str, flags: &[&str], switches: &[&str]) -> Args {
+        match Args::parse(usage, std::env::args().skip(1), flags, switches) {
+            Ok(args) => args,
+            Err(ArgsError::Help) => {
+                println!("{usage}");
+                std::process::exit(0);
+            }
+            Err(ArgsError::Invalid(why)) => exit_with_usage(usage, &why),
+        }
+    }
+
     /// The value of flag `name` (the last one given).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values
@@ -140,32 +160,29 @@ impl Args {
         self.switches.iter().any(|s| s == name)
     }
 
-    /// Flag `name` parsed as a number, `default` when absent; an error names a value that is not one.
-    pub fn number<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, String> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|_| format!("{name} {v:?} is not a number")),
-        }
+    /// Flag `name` as a number; the error names a value that is not one.
+    pub fn try_number<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, String> {
+        self.get(name)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| format!("{name} {v:?} is not a number"))
+            })
+            .transpose()
     }
 
-    /// [`Args::parse`] of the process's arguments; prints `usage` and exits (0 for `--help`,
-    /// 2 with the reason otherwise) when they are not accepted.
-    pub fn from_env_or_exit(usage: &str, flags: &[&str], switches: &[&str]) -> Args {
-        match Args::parse(std::env::args().skip(1), flags, switches) {
-            Ok(args) => args,
-            Err(ArgsError::Help) => {
-                println!("{usage}");
-                std::process::exit(0);
-            }
-            Err(ArgsError::Invalid(why)) => Args::exit_invalid(usage, &why),
-        }
+    /// [`Args::try_number`], refusing the command line when the value is not a number.
+    pub fn number<T: std::str::FromStr>(&self, name: &str) -> Option<T> {
+        self.try_number(name)
+            .unwrap_or_else(|why| self.refuse(&why))
     }
 
-    /// Prints `why` and `usage` to stderr and exits with status 2.
-    pub fn exit_invalid(usage: &str, why: &str) -> ! {
-        eprintln!("{why}\n{usage}");
-        std::process::exit(2);
+    /// Prints `why` and the usage to stderr and exits with status 2.
+    pub fn refuse(&self, why: &str) -> ! {
+        exit_with_usage(self.usage, why)
     }
+}
+
+fn exit_with_usage(usage: &str, why: &str) -> ! {
+    eprintln!("{why}\n{usage}");
+    std::process::exit(2);
 }

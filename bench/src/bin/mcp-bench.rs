@@ -245,11 +245,6 @@ const USAGE: &str =
     "mcp-bench [--quick] [--gateway PATH] [--seconds S] [--rounds R] [--observability on|off]
           [--idle N] [--only http-http|http-stdio|sse-stdio|ws-stdio|idle] [--gateway-workers N]";
 
-/// Exits with the usage: for `unwrap_or_else` on a flag that did not parse.
-fn invalid<T>(why: String) -> T {
-    Args::exit_invalid(USAGE, &why)
-}
-
 fn main() -> Result<(), Error> {
     let args = Args::from_env_or_exit(
         USAGE,
@@ -275,30 +270,25 @@ fn main() -> Result<(), Error> {
         .unwrap_or_else(|| dir.join("mcp-gateway"));
     let (echo, load_exe) = (dir.join("mcp-echo"), dir.join("mcp-load"));
     let seconds: f64 = args
-        .number("--seconds", if quick { 1.0 } else { 5.0 })
-        .unwrap_or_else(invalid);
-    let rounds: usize = args
-        .number("--rounds", if quick { 1 } else { 3 })
-        .unwrap_or_else(invalid);
+        .number("--seconds")
+        .unwrap_or(if quick { 1.0 } else { 5.0 });
+    let rounds: usize = args.number("--rounds").unwrap_or(if quick { 1 } else { 3 });
     let idle: usize = args
-        .number("--idle", if quick { 100 } else { 10_000 })
-        .unwrap_or_else(invalid);
+        .number("--idle")
+        .unwrap_or(if quick { 100 } else { 10_000 });
     let observability = get("--observability").unwrap_or_else(|| "on".to_owned());
     if !["on", "off"].contains(&observability.as_str()) {
-        Args::exit_invalid(
-            USAGE,
-            &format!("--observability {observability:?} is neither on nor off"),
-        );
+        args.refuse(&format!(
+            "--observability {observability:?} is neither on nor off"
+        ));
     }
-    let gateway_workers: Option<usize> = args
-        .get("--gateway-workers")
-        .map(|_| args.number("--gateway-workers", 0).unwrap_or_else(invalid));
+    let gateway_workers: Option<usize> = args.number("--gateway-workers");
     // `--only KEY` runs one scenario: http-http, http-stdio, sse-stdio, ws-stdio or idle.
     let keys = ["http-http", "http-stdio", "sse-stdio", "ws-stdio"];
     let only = get("--only");
     if let Some(key) = &only {
         if !keys.contains(&key.as_str()) && key != "idle" {
-            Args::exit_invalid(USAGE, &format!("--only {key:?} is not a scenario"));
+            args.refuse(&format!("--only {key:?} is not a scenario"));
         }
     }
     let logs = std::env::temp_dir().join(format!("mcp-bench-{}", std::process::id()));

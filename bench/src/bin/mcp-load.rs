@@ -48,11 +48,6 @@ const USAGE: &str =
          [--sessions S] [--payload B] [--seconds D | --requests N] [--command CMD]
 mcp-load --url URL --transport http|ws --idle N --seconds D   (open N sessions, hold them)";
 
-/// Exits with the usage: for `unwrap_or_else` on a flag that did not parse.
-fn invalid<T>(why: String) -> T {
-    Args::exit_invalid(USAGE, &why)
-}
-
 fn options() -> Result<Options, Error> {
     let args = Args::from_env_or_exit(
         USAGE,
@@ -71,7 +66,7 @@ fn options() -> Result<Options, Error> {
         &[],
     );
     let get = |name: &str| args.get(name).map(str::to_owned);
-    let payload = "x".repeat(args.number("--payload", 64).unwrap_or_else(invalid));
+    let payload = "x".repeat(args.number("--payload").unwrap_or(64));
     Ok(Options {
         // Direct-to-stdio runs have no URL.
         url: get("--url")
@@ -79,18 +74,14 @@ fn options() -> Result<Options, Error> {
             .parse()?,
         transport: get("--transport").unwrap_or_else(|| "http".to_owned()),
         tool_json: serde_json::to_string(&get("--tool").unwrap_or_else(|| "echo".to_owned()))?,
-        concurrency: args.number("--concurrency", 16).unwrap_or_else(invalid),
-        sessions: args.number("--sessions", 4).unwrap_or_else(invalid),
+        concurrency: args.number("--concurrency").unwrap_or(16),
+        sessions: args.number("--sessions").unwrap_or(4),
         payload_json: serde_json::to_string(&payload)?,
         payload,
-        seconds: args.number("--seconds", 5.0).unwrap_or_else(invalid),
-        requests: args
-            .get("--requests")
-            .map(|_| args.number("--requests", 0).unwrap_or_else(invalid)),
+        seconds: args.number("--seconds").unwrap_or(5.0),
+        requests: args.number("--requests"),
         command: get("--command"),
-        idle: args
-            .get("--idle")
-            .map(|_| args.number("--idle", 0).unwrap_or_else(invalid)),
+        idle: args.number("--idle"),
     })
 }
 

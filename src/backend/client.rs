@@ -21,6 +21,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use super::{Connector, Inbound, PipeTx};
 use crate::config::{BackendConfig, BackendTransport};
+use crate::mcp::ClientStream;
 use crate::{lock, wait_until};
 
 /// A message a backend sent on its own: a request to the client (sampling, elicitation,
@@ -491,7 +492,7 @@ impl BackendClient {
     pub fn route_progress(
         &self,
         token: &str,
-        stream: mpsc::Sender<Bytes>,
+        stream: ClientStream,
         original: Option<String>,
     ) -> ProgressRoute {
         lock(&self.shared.progress).insert(token.to_owned(), ProgressTarget { stream, original });
@@ -524,7 +525,7 @@ impl BackendClient {
 /// Where one call's progress goes.
 #[derive(Debug, Clone)]
 struct ProgressTarget {
-    stream: mpsc::Sender<Bytes>,
+    stream: ClientStream,
     /// The client's token, when the backend saw a gateway-made one.
     original: Option<String>,
 }

@@ -317,15 +317,10 @@ impl Frontend {
         msg: mcp_gateway_layers::jsonrpc::Message,
     ) -> Response<ResponseBody> {
         let id: Arc<str> = new_session_id().into();
-        let (outbox, mut outgoing) = Outbox::new(256);
-        let session = self.handler.open(ClientTransport::StreamableHttp, outbox);
         let log = Arc::new(EventLog::new(self.config.sessions.replay_events));
         let feed = log.clone();
-        tokio::spawn(async move {
-            while let Some(raw) = outgoing.recv().await {
-                feed.push(raw);
-            }
-        });
+        let outbox = Outbox::sink(move |raw| feed.push(raw));
+        let session = self.handler.open(ClientTransport::StreamableHttp, outbox);
         let resp = session
             .clone()
             .handle(msg, context(parts, peer, None, Some(id.clone())))

@@ -25,8 +25,8 @@ use super::{GatewayInner, MessageStack};
 use crate::backend::{BackendClient, BackendEvent, EventTarget, Forwarded, connector};
 use crate::lock;
 use crate::mcp::{
-    BoxFuture, ClientTransport, Outbox, RequestContext, Session, class_error_response,
-    negotiate_version, result_message,
+    BoxFuture, ClientStream, ClientTransport, Outbox, RequestContext, Session,
+    class_error_response, negotiate_version, result_message,
 };
 use crate::telemetry::SessionGuard;
 
@@ -349,7 +349,10 @@ impl ProxySession {
         // Progress goes to the call's stream, else the session's outbox, in arrival order. A
         // shared process sees a token unique across sessions, put back on the way out.
         let _progress = msg.meta_progress_token().map(|token| {
-            let stream = related.map_or_else(|| self.outbox.sender(), |r| r.0.clone());
+            let stream = related.map_or_else(
+                || self.outbox.stream(),
+                |r| ClientStream::Channel(r.0.clone()),
+            );
             match &shared {
                 Some(shared) => {
                     let unique = shared.unique_token();

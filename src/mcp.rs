@@ -122,7 +122,8 @@ impl Outbox {
         self.stream.clone()
     }
 
-    /// Sends a message to the client; waits while the client is slow, fails when it is gone.
+    /// Sends a message to the client: through a channel it waits while the client is slow and
+    /// fails when it is gone; a sink takes it at once.
     pub fn send(&self, raw: Bytes) -> impl Future<Output = Result<(), Bytes>> + Send + '_ {
         self.stream.send(raw)
     }

@@ -45,30 +45,46 @@ fn the_harness_runs_every_scenario_both_ways() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|r| r.get("via").is_some())
         .collect();
-    assert!(
-        results.iter().any(|r| r["via"] == "direct")
-            && results.iter().any(|r| r["via"] == "gateway"),
-        "{runs}"
-    );
+    for via in ["direct", "gateway", "forwarder"] {
+        assert!(
+            results.iter().any(|r| r["via"] == via),
+            "no {via} run:\n{runs}"
+        );
+    }
     for r in &results {
         assert_eq!(r["result"]["errors"], 0, "{r}");
         assert!(r["result"]["requests"].as_u64().unwrap() > 0, "{r}");
-        if r["via"] == "gateway" {
+        if r["via"] != "direct" {
             assert!(r["backend_cpu_per_1k"].as_f64().is_some(), "{r}");
         }
+        if r["via"] == "forwarder" {
+            assert_eq!(r["scenario"], "Streamable HTTP → HTTP backend", "{r}");
+            assert!(r["forwarder_cpu_per_1k"].as_f64().is_some(), "{r}");
+        }
     }
-    // The HTTP echo is a process of its own: its CPU is measured, and the ratio printed.
+    // The HTTP echo is a process of its own: its CPU is measured, and the ratios to it printed,
+    // the gateway's and the bare forwarder's (the last two columns).
     let http_row = table
         .lines()
         .find(|l| l.starts_with("| Streamable HTTP → HTTP backend |"))
         .unwrap();
-    let cpu_ratio = http_row.trim_end_matches(" |").rsplit("| ").next().unwrap();
-    assert!(
-        cpu_ratio
+    let ratio = |cell: &str| {
+        cell.trim()
             .strip_suffix('×')
-            .is_some_and(|r| r.parse::<f64>().is_ok_and(|r| r > 0.0)),
-        "{http_row}"
-    );
+            .is_some_and(|r| r.parse::<f64>().is_ok_and(|r| r > 0.0))
+    };
+    let last_two: Vec<&str> = http_row
+        .trim_end_matches(" |")
+        .rsplit(" | ")
+        .take(2)
+        .collect();
+    assert!(last_two.iter().all(|cell| ratio(cell)), "{http_row}");
+    // The forwarder runs only where the backend is the HTTP echo.
+    let stdio_row = table
+        .lines()
+        .find(|l| l.starts_with("| Streamable HTTP → stdio backend |"))
+        .unwrap();
+    assert!(stdio_row.ends_with("| — |"), "{stdio_row}");
     assert!(table.contains("gateway peak RSS:"), "{table}");
     // Observability on: sampled spans reached the local OTLP receiver.
     let exports: u64 = table

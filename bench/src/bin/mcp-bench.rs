@@ -4,6 +4,9 @@
 //!
 //! Its flags are in [`USAGE`] (`mcp-bench --help`).
 //!
+//! Streamable HTTP → HTTP runs a third time each round through `mcp-forward`, a bare forwarder
+//! on the gateway's stack: its CPU next to the echo's is the least any proxy built this way costs.
+//!
 //! `--quick` is the CI smoke run: a second per run, one concurrency, one payload.
 //! `--gateway-workers N` gives the gateway N connection threads (`TOKIO_WORKER_THREADS`);
 //! without it, the gateway's default (one per core).
@@ -269,6 +272,7 @@ fn main() -> Result<(), Error> {
         .map(PathBuf::from)
         .unwrap_or_else(|| dir.join("mcp-gateway"));
     let (echo, load_exe) = (dir.join("mcp-echo"), dir.join("mcp-load"));
+    let forward_exe = dir.join("mcp-forward");
     let seconds: f64 = args
         .number("--seconds")
         .unwrap_or(if quick { 1.0 } else { 5.0 });
@@ -353,6 +357,19 @@ fn main() -> Result<(), Error> {
             .status();
         let _ = child.wait();
     };
+    // The yardstick for the gateway's CPU on HTTP → HTTP: a bare forwarder on the same stack.
+    let upstream = echo_url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_owned();
+    let (mut forwarder, forward_url) = start(
+        Command::new(&forward_exe).args(["127.0.0.1:0", &upstream]),
+        &logs.join("forward.log"),
+        |l| {
+            l.strip_prefix("mcp-forward listening on ")
+                .map(str::to_owned)
+        },
+    )?;
     let (gateway, listen) = start_gateway("gateway.log", "gateway.yaml")?;
     let echo_stdio = format!("{} stdio", echo.display());
 
@@ -390,9 +407,9 @@ fn main() -> Result<(), Error> {
         ),
     ];
     println!(
-        "| scenario | payload | concurrency | direct req/s | gateway req/s | ratio | gateway p50 / p99 µs | gateway CPU s per 1k | backend CPU s per 1k | CPU gateway / backend |"
+        "| scenario | payload | concurrency | direct req/s | gateway req/s | ratio | gateway p50 / p99 µs | gateway CPU s per 1k | backend CPU s per 1k | CPU gateway / backend | CPU bare forwarder / backend |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let chosen = scenarios
         .iter()
         .zip(keys)
@@ -403,6 +420,7 @@ fn main() -> Result<(), Error> {
             for &concurrency in concurrencies {
                 let mut direct_rps = Vec::new();
                 let mut gateway_runs = Vec::new();
+                let mut floor_ratios = Vec::new();
                 for _ in 0..rounds {
                     let run = Run {
                         load: &load_exe,
@@ -451,6 +469,36 @@ fn main() -> Result<(), Error> {
                         return Err(format!("{name}: {} errors", result["errors"]).into());
                     }
                     gateway_runs.push((result, gw_per_1k, be_per_1k));
+                    if *direct == "http" {
+                        let (fw_cpu, be_cpu) = (cpu_seconds(forwarder.id()), backend_cpu());
+                        let run = Run {
+                            load: &load_exe,
+                            url: forward_url.clone(),
+                            transport,
+                            tool: "echo",
+                            concurrency,
+                            payload,
+                            seconds,
+                            command: None,
+                        };
+                        let result = load(&run)?;
+                        let (fw_cpu, be_cpu) =
+                            (cpu_seconds(forwarder.id()) - fw_cpu, backend_cpu() - be_cpu);
+                        let requests = result["requests"].as_f64().unwrap_or(0.0).max(1.0);
+                        eprintln!(
+                            "{}",
+                            serde_json::json!({"scenario": name, "via": "forwarder", "result": result, "forwarder_cpu_per_1k": fw_cpu / requests * 1000.0, "backend_cpu_per_1k": be_cpu / requests * 1000.0})
+                        );
+                        if result["errors"].as_u64() != Some(0) {
+                            return Err(
+                                format!("{name}, forwarder: {} errors", result["errors"]).into()
+                            );
+                        }
+                        // CPU time comes in ticks of 10 ms: under ten, too coarse to divide by.
+                        if be_cpu >= 0.1 {
+                            floor_ratios.push(fw_cpu / be_cpu);
+                        }
+                    }
                 }
                 let median = |mut v: Vec<f64>| -> f64 {
                     v.sort_by(f64::total_cmp);
@@ -481,8 +529,13 @@ fn main() -> Result<(), Error> {
                 } else {
                     "—".to_owned()
                 };
+                let floor_ratio = if floor_ratios.is_empty() {
+                    "—".to_owned()
+                } else {
+                    format!("{:.1}×", median(floor_ratios))
+                };
                 println!(
-                    "| {name} | {payload} B | {concurrency} | {direct_cell} | {gateway_rps:.0} | {ratio} | {} / {} | {:.3} | {:.3} | {cpu_ratio} |",
+                    "| {name} | {payload} B | {concurrency} | {direct_cell} | {gateway_rps:.0} | {ratio} | {} / {} | {:.3} | {:.3} | {cpu_ratio} | {floor_ratio} |",
                     middle.0["p50_us"], middle.0["p99_us"], middle.1, middle.2
                 );
             }
@@ -513,6 +566,8 @@ fn main() -> Result<(), Error> {
         println!("gateway RSS with {idle} idle {transport} sessions: {rss:.1} MiB");
         stop(gateway);
     }
+    let _ = forwarder.kill();
+    let _ = forwarder.wait();
     let _ = echo_http.kill();
     let _ = echo_http.wait();
     let _ = std::fs::remove_dir_all(&logs);

@@ -598,19 +598,39 @@ impl Message {
     /// A copy with the id replaced by `raw_id` (raw JSON: `7` or `"abc"`), every other byte kept.
     /// Messages without an id are returned unchanged.
     pub fn with_id(&self, raw_id: &str) -> Message {
-        let Some(range) = self.0.id.clone() else {
-            return self.clone();
-        };
         if !is_id_token(raw_id) {
             return self.clone();
         }
-        let mut out = Vec::with_capacity(self.0.raw.len() + raw_id.len());
+        self.with_id_token(raw_id.as_bytes())
+    }
+
+    /// A copy with the id replaced by the number `id` (the gateway's own ids), every other byte
+    /// kept; as [`with_id`](Self::with_id) without parsing the token to check it.
+    pub fn with_id_number(&self, id: u64) -> Message {
+        self.with_id_token(itoa::Buffer::new().format(id).as_bytes())
+    }
+
+    /// A copy with the id replaced by `other`'s (checked when `other` was parsed), every other
+    /// byte kept; unchanged when either has no id.
+    pub fn with_id_of(&self, other: &Message) -> Message {
+        match &other.0.id {
+            Some(range) => self.with_id_token(&other.0.raw[range.clone()]),
+            None => self.clone(),
+        }
+    }
+
+    /// The id replaced by `token`, which must be a JSON number or string.
+    fn with_id_token(&self, token: &[u8]) -> Message {
+        let Some(range) = self.0.id.clone() else {
+            return self.clone();
+        };
+        let mut out = Vec::with_capacity(self.0.raw.len() + token.len());
         out.extend_from_slice(&self.0.raw[..range.start]);
-        out.extend_from_slice(raw_id.as_bytes());
+        out.extend_from_slice(token);
         out.extend_from_slice(&self.0.raw[range.end..]);
         // Only the id token changed: what was peeked after it moves by the difference in length,
         // nothing needs parsing again.
-        let new_end = range.start + raw_id.len();
+        let new_end = range.start + token.len();
         let mut fields = self.0.moved(range.end, new_end);
         fields.id = Some(range.start..new_end);
         fields.raw = Bytes::from(out);
@@ -1001,6 +1021,23 @@ mod tests {
             }
             // Not an id token: nothing changes.
             assert_eq!(msg.with_id("{}"), msg);
+            for id in [0, 17, u64::MAX] {
+                let moved = msg.with_id_number(id);
+                assert_eq!(moved, msg.with_id(&id.to_string()), "{text} with id {id}");
+                assert_eq!(moved, Message::parse(moved.raw().clone()).unwrap());
+            }
+            for other in [
+                r#"{"jsonrpc":"2.0","id":"c-1","method":"ping"}"#,
+                r#"{"jsonrpc":"2.0","id":-4,"result":{}}"#,
+            ] {
+                let other = parse(other).unwrap();
+                let moved = msg.with_id_of(&other);
+                assert_eq!(moved, msg.with_id(other.id_raw().unwrap()), "{text}");
+                assert_eq!(moved, Message::parse(moved.raw().clone()).unwrap());
+            }
+            let notification =
+                parse(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
+            assert_eq!(msg.with_id_of(&notification), msg);
         }
     }
 

@@ -423,7 +423,7 @@ impl BackendClient {
 
     async fn call_inner(&self, id: u64, request: &Message) -> Reply {
         let tx = self.sender().await?;
-        let outgoing = request.with_id(itoa::Buffer::new().format(id));
+        let outgoing = request.with_id_number(id);
         if request.method_name() == Some("initialize") {
             lock(&self.shared.handshake).0 = Some(request.detached());
         }
@@ -481,10 +481,8 @@ impl BackendClient {
         };
         guard.armed = false;
         let resp = answer?;
-        Ok(match request.id_raw() {
-            Some(original) => resp.with_id(original),
-            None => resp,
-        })
+        // Requests carry ids: the answer gets the request's own back.
+        Ok(resp.with_id_of(request))
     }
 
     /// Sends the progress of the call carrying `token` (raw JSON) to `stream` until the guard
@@ -647,7 +645,7 @@ async fn replay_handshake(
     };
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     pipe.tx
-        .send(initialize.with_id(&id.to_string()))
+        .send(initialize.with_id_number(id))
         .await
         .map_err(|_| "closed during the handshake")?;
     let answered = async {

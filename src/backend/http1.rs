@@ -8,7 +8,6 @@
 //! interim answers skipped, `Connection: close` honoured. A connection goes back to the pool only
 //! when its answer was read to the end with nothing after it.
 
-use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, Mutex};
 
@@ -122,14 +121,35 @@ impl<'a> Request<'a> {
 /// session holds a session id, not a socket. On the binary's connection threads each thread
 /// reuses the connections it opened: a socket is polled by the runtime that registered it, and
 /// one used from another thread's task costs a wake-up across threads each way.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct HttpPool {
-    idle: Arc<Mutex<HashMap<PoolKey, Vec<Conn>>>>,
+    /// By connection thread (slot 0: any other thread), so that threads do not share a lock.
+    slots: Arc<[Slot; POOL_SLOTS]>,
 }
 
-/// A backend's address and the connection thread that opened the connections (`None` when
-/// they were opened on any other thread).
-type PoolKey = (Arc<str>, Option<usize>);
+impl Default for HttpPool {
+    fn default() -> Self {
+        HttpPool {
+            slots: Arc::new(std::array::from_fn(|_| Slot::default())),
+        }
+    }
+}
+
+/// More connection threads than this share slots (each keeps its own list in it).
+const POOL_SLOTS: usize = 16;
+
+/// One cache line per slot: two threads' locks never share one.
+#[derive(Default)]
+#[repr(align(64))]
+struct Slot(Mutex<Vec<Idle>>);
+
+/// The idle connections to a backend's address that one connection thread opened (`thread`
+/// `None`: opened on any other thread). A gateway has a few backends: a list, not a hash map.
+struct Idle {
+    address: Arc<str>,
+    thread: Option<usize>,
+    conns: Vec<Conn>,
+}
 
 thread_local! {
     static CONNECTION_THREAD: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
@@ -216,9 +236,14 @@ impl HttpPool {
 
     /// An idle connection to `address` that the backend has not closed.
     fn checkout(&self, address: &Arc<str>) -> Option<Conn> {
-        let key = (address.clone(), CONNECTION_THREAD.get());
+        let thread = CONNECTION_THREAD.get();
+        let slot = self.slot(thread);
         loop {
-            let conn = lock(&self.idle).get_mut(&key)?.pop()?;
+            let conn = lock(&slot.0)
+                .iter_mut()
+                .find(|idle| idle.holds(address, thread))?
+                .conns
+                .pop()?;
             // Readable while idle means closed (or garbage): either way it cannot carry a request.
             // The probe reads only when the reactor saw the socket readable, and not under the lock.
             let mut probe = [0u8; 1];
@@ -231,13 +256,33 @@ impl HttpPool {
     }
 
     fn put_back(&self, address: &Arc<str>, conn: Conn) {
-        let mut idle = lock(&self.idle);
-        let conns = idle
-            .entry((address.clone(), CONNECTION_THREAD.get()))
-            .or_default();
+        let thread = CONNECTION_THREAD.get();
+        let mut slot = lock(&self.slot(thread).0);
+        let at = match slot.iter().position(|idle| idle.holds(address, thread)) {
+            Some(at) => at,
+            None => {
+                slot.push(Idle {
+                    address: address.clone(),
+                    thread,
+                    conns: Vec::new(),
+                });
+                slot.len() - 1
+            }
+        };
+        let conns = &mut slot[at].conns;
         if conns.len() < MAX_IDLE_PER_HOST {
             conns.push(conn);
         }
+    }
+
+    fn slot(&self, thread: Option<usize>) -> &Slot {
+        &self.slots[thread.map_or(0, |i| 1 + i % (POOL_SLOTS - 1))]
+    }
+}
+
+impl Idle {
+    fn holds(&self, address: &Arc<str>, thread: Option<usize>) -> bool {
+        self.thread == thread && (Arc::ptr_eq(&self.address, address) || self.address == *address)
     }
 }
 

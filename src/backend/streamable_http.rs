@@ -44,11 +44,19 @@ pub(super) fn trace_headers(msg: &Message, request: &mut Request<'_>) {
         ("traceparent", msg.meta_traceparent()),
         ("tracestate", msg.meta_tracestate()),
     ] {
-        // Only what a header value may hold is passed on.
-        if let Some(value) = value.filter(|v| HeaderValue::from_str(v).is_ok()) {
+        // Only what a header value may hold is passed on (`HeaderValue`'s rule, without making
+        // one: that copies the value).
+        if let Some(value) = value.filter(|v| is_header_value(v)) {
             request.header(name, value.as_bytes());
         }
     }
+}
+
+/// Whether `value` may be a header value: no control characters but tab.
+fn is_header_value(value: &str) -> bool {
+    // Counted, not searched: the loop has no early exit, so it runs many bytes a step.
+    let refused = |&b: &u8| (b < 0x20 && b != b'\t') || b == 0x7f;
+    value.as_bytes().iter().filter(|b| refused(b)).count() == 0
 }
 
 /// What both HTTP transports need to reach a backend: its configuration and URL, the message
@@ -373,6 +381,23 @@ impl Link {
                 }
             };
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ended).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_value_is_what_http_would_take() {
+        for c in (0..=0x7f).map(char::from).chain(['é', '€', '\u{85}']) {
+            let value = format!("00-{c}-01");
+            assert_eq!(
+                is_header_value(&value),
+                HeaderValue::from_str(&value).is_ok(),
+                "{value:?}"
+            );
         }
     }
 }

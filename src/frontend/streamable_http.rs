@@ -168,14 +168,24 @@ struct Accepted {
 fn accepted(headers: &http::HeaderMap) -> Accepted {
     let all = headers.get_all(http::header::ACCEPT);
     let mut values = all.iter();
-    // What MCP clients send, read without splitting.
-    if let (Some(only), None) = (values.next(), values.next())
-        && only.as_bytes() == b"application/json, text/event-stream"
-    {
-        return Accepted {
-            json: true,
-            event_stream: true,
-        };
+    // What MCP clients send, and what a client that wants JSON alone sends, read without
+    // splitting.
+    if let (Some(only), None) = (values.next(), values.next()) {
+        match only.as_bytes() {
+            b"application/json, text/event-stream" => {
+                return Accepted {
+                    json: true,
+                    event_stream: true,
+                };
+            }
+            b"application/json" => {
+                return Accepted {
+                    json: true,
+                    event_stream: false,
+                };
+            }
+            _ => {}
+        }
     }
     let mut accepted = Accepted {
         json: false,

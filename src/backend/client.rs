@@ -424,7 +424,7 @@ impl BackendClient {
     async fn call_inner(&self, id: u64, request: &Message) -> Reply {
         let tx = self.sender().await?;
         let outgoing = request.with_id_number(id);
-        if request.method_name() == Some("initialize") {
+        if request.method() == McpMethod::Initialize {
             lock(&self.shared.handshake).0 = Some(request.detached());
         }
         let (reply_tx, reply_rx) = oneshot::channel();
@@ -502,7 +502,7 @@ impl BackendClient {
 
     /// Sends a notification or a response to the backend.
     pub async fn send(&self, message: &Message) -> Result<(), GatewayError> {
-        if message.method_name() == Some("notifications/initialized") {
+        if message.method() == McpMethod::NotificationsInitialized {
             lock(&self.shared.handshake).1 = true;
         }
         let tx = self.sender().await?;

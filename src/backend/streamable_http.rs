@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use mcp_gateway_layers::classify::{Component, ErrorClass, ErrorType, classify_error};
-use mcp_gateway_layers::jsonrpc::{Kind, Message};
+use mcp_gateway_layers::jsonrpc::{Kind, McpMethod, Message};
 use mcp_gateway_layers::sse::SseParser;
 
 use super::http1::{Body, Endpoint, HttpPool, Request};
@@ -153,7 +153,7 @@ impl Poster {
             return Err(msg);
         }
         let link = self.link.clone();
-        let opens_stream = msg.method_name() == Some("notifications/initialized") && {
+        let opens_stream = msg.method() == McpMethod::NotificationsInitialized && {
             let mut state = link.lock_state();
             !std::mem::replace(&mut state.stream_opened, true)
         };
@@ -294,7 +294,7 @@ impl Link {
                 .fail(&msg, class, &format!("backend answered HTTP {status}"))
                 .await;
         }
-        let is_initialize = msg.method_name() == Some("initialize");
+        let is_initialize = msg.method() == McpMethod::Initialize;
         if is_initialize {
             if let Some(id) = &resp.session_id {
                 // A copy: the answer's value shares the connection's read buffer.

@@ -260,14 +260,23 @@ impl HttpPool {
         let mut slot = lock(&self.slot(thread).0);
         let at = match slot.iter().position(|idle| idle.holds(address, thread)) {
             Some(at) => at,
-            None => {
-                slot.push(Idle {
-                    address: address.clone(),
-                    thread,
-                    conns: Vec::new(),
-                });
-                slot.len() - 1
-            }
+            // An emptied list serves the new address: the lists stay as many as the addresses
+            // with idle connections, however many a legacy SSE backend's endpoints name.
+            None => match slot.iter().position(|idle| idle.conns.is_empty()) {
+                Some(free) => {
+                    slot[free].address = address.clone();
+                    slot[free].thread = thread;
+                    free
+                }
+                None => {
+                    slot.push(Idle {
+                        address: address.clone(),
+                        thread,
+                        conns: Vec::new(),
+                    });
+                    slot.len() - 1
+                }
+            },
         };
         let conns = &mut slot[at].conns;
         if conns.len() < MAX_IDLE_PER_HOST {
@@ -706,6 +715,33 @@ mod tests {
         let mut request = Request::new("POST", endpoint);
         request.header("content-type", b"application/json");
         pool.send(request, body).await
+    }
+
+    #[tokio::test]
+    async fn an_emptied_idle_list_serves_the_next_address() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        let conn = || async {
+            Conn {
+                stream: TcpStream::connect(at).await.unwrap(),
+                buf: BytesMut::new(),
+            }
+        };
+        let pool = HttpPool::default();
+        let lists = |pool: &HttpPool| lock(&pool.slot(None).0).len();
+        for n in 0..20 {
+            let address: Arc<str> = format!("backend-{n}:80").into();
+            pool.put_back(&address, conn().await);
+            assert!(pool.checkout(&address).is_some(), "{address}");
+            assert_eq!(lists(&pool), 1, "{address}");
+        }
+        // A list that still holds a connection is not taken.
+        let (a, b): (Arc<str>, Arc<str>) = ("a:80".into(), "b:80".into());
+        pool.put_back(&a, conn().await);
+        pool.put_back(&b, conn().await);
+        assert_eq!(lists(&pool), 2);
+        assert!(pool.checkout(&a).is_some() && pool.checkout(&b).is_some());
+        drop(listener);
     }
 
     const OK_LENGTH: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 5\r\nMcp-Session-Id: s-1\r\n\r\nhello";

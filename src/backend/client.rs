@@ -359,6 +359,10 @@ impl BackendClient {
     }
 
     async fn sender(&self) -> Result<PipeTx, GatewayError> {
+        // Up, the usual case: no subscription and no deadline (a clock read and a timer entry).
+        if let Link::Up(tx) = &*self.shared.link.borrow() {
+            return Ok(tx.clone());
+        }
         let mut link = self.shared.link.subscribe();
         let wait = async {
             loop {

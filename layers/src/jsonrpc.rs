@@ -624,7 +624,9 @@ impl Message {
         let Some(range) = self.0.id.clone() else {
             return self.clone();
         };
-        let mut out = Vec::with_capacity(self.0.raw.len() + token.len());
+        // Exactly as long as the result: `Bytes` then takes the buffer as it is, without a
+        // shared header of its own (one allocation fewer).
+        let mut out = Vec::with_capacity(self.0.raw.len() - range.len() + token.len());
         out.extend_from_slice(&self.0.raw[..range.start]);
         out.extend_from_slice(token);
         out.extend_from_slice(&self.0.raw[range.end..]);

@@ -5,7 +5,8 @@
 //! threads), each request's body sent as it is over a keep-alive connection of the thread's own,
 //! the answer's body and `mcp-session-id` returned. No MCP parsing, no sessions, no ids rewritten,
 //! no logs, metrics or traces: whatever the gateway costs above this is its MCP and
-//! observability work.
+//! observability work. It reads answers framed by `Content-Length` only, as `mcp-echo` sends
+//! them (not chunked, not event streams): a yardstick for the echo, not a proxy.
 
 use std::cell::RefCell;
 use std::convert::Infallible;

@@ -446,57 +446,42 @@ fn main() -> Result<(), Error> {
                             children_cpu_seconds(gateway.id())
                         }
                     };
-                    let (gw_cpu, be_cpu) = (cpu_seconds(gateway.id()), backend_cpu());
-                    let run = Run {
-                        load: &load_exe,
-                        url: url.clone(),
-                        transport,
-                        tool,
-                        concurrency,
-                        payload,
-                        seconds,
-                        command: None,
-                    };
-                    let result = load(&run)?;
-                    let requests = result["requests"].as_f64().unwrap_or(0.0).max(1.0);
-                    let gw_per_1k = (cpu_seconds(gateway.id()) - gw_cpu) / requests * 1000.0;
-                    let be_per_1k = (backend_cpu() - be_cpu) / requests * 1000.0;
-                    eprintln!(
-                        "{}",
-                        serde_json::json!({"scenario": name, "via": "gateway", "result": result, "gateway_cpu_per_1k": gw_per_1k, "backend_cpu_per_1k": be_per_1k})
-                    );
-                    if result["errors"].as_u64() != Some(0) {
-                        return Err(format!("{name}: {} errors", result["errors"]).into());
-                    }
-                    gateway_runs.push((result, gw_per_1k, be_per_1k));
-                    if *direct == "http" {
-                        let (fw_cpu, be_cpu) = (cpu_seconds(forwarder.id()), backend_cpu());
-                        let run = Run {
+                    // One run through a proxy (`via`, process `proxy`): its JSON line, and the
+                    // proxy's and the backend's CPU seconds per 1,000 requests.
+                    let through = |via: &str, proxy: u32, url: &str, tool: &str| {
+                        let (proxy_cpu, be_cpu) = (cpu_seconds(proxy), backend_cpu());
+                        let result = load(&Run {
                             load: &load_exe,
-                            url: forward_url.clone(),
+                            url: url.to_owned(),
                             transport,
-                            tool: "echo",
+                            tool,
                             concurrency,
                             payload,
                             seconds,
                             command: None,
-                        };
-                        let result = load(&run)?;
-                        let (fw_cpu, be_cpu) =
-                            (cpu_seconds(forwarder.id()) - fw_cpu, backend_cpu() - be_cpu);
-                        let requests = result["requests"].as_f64().unwrap_or(0.0).max(1.0);
-                        eprintln!(
-                            "{}",
-                            serde_json::json!({"scenario": name, "via": "forwarder", "result": result, "forwarder_cpu_per_1k": fw_cpu / requests * 1000.0, "backend_cpu_per_1k": be_cpu / requests * 1000.0})
-                        );
+                        })?;
+                        let per_1k = 1000.0 / result["requests"].as_f64().unwrap_or(0.0).max(1.0);
+                        let proxy_per_1k = (cpu_seconds(proxy) - proxy_cpu) * per_1k;
+                        let be_per_1k = (backend_cpu() - be_cpu) * per_1k;
+                        let mut line = serde_json::json!({"scenario": name, "via": via, "result": result, "backend_cpu_per_1k": be_per_1k});
+                        line[format!("{via}_cpu_per_1k")] = proxy_per_1k.into();
+                        eprintln!("{line}");
                         if result["errors"].as_u64() != Some(0) {
-                            return Err(
-                                format!("{name}, forwarder: {} errors", result["errors"]).into()
+                            return Err::<_, Error>(
+                                format!("{name} via {via}: {} errors", result["errors"]).into(),
                             );
                         }
+                        Ok((result, proxy_per_1k, be_per_1k))
+                    };
+                    gateway_runs.push(through("gateway", gateway.id(), url, tool)?);
+                    if *direct == "http" {
+                        let (result, fw_per_1k, be_per_1k) =
+                            through("forwarder", forwarder.id(), &forward_url, "echo")?;
                         // CPU time comes in ticks of 10 ms: under ten, too coarse to divide by.
-                        if be_cpu >= 0.1 {
-                            floor_ratios.push(fw_cpu / be_cpu);
+                        let be_seconds =
+                            be_per_1k * result["requests"].as_f64().unwrap_or(0.0) / 1000.0;
+                        if be_seconds >= 0.1 {
+                            floor_ratios.push(fw_per_1k / be_per_1k);
                         }
                     }
                 }

@@ -11,9 +11,11 @@ use mcp_gateway::mcp::McpHandler;
 use mcp_gateway::telemetry::Telemetry;
 use tokio::net::TcpListener;
 
+mod allocator;
+
 // glibc's malloc was a fifth of a proxied call's instructions (docs/PERFORMANCE.md).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::MiMalloc = allocator::MiMalloc;
 
 const USAGE: &str = "\
 usage:

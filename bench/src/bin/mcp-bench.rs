@@ -22,6 +22,16 @@ use serde_json::Value;
 type Error = Box<dyn std::error::Error>;
 
 /// CPU seconds (user + system) a process has used.
+/// A proxy's CPU over the backend's in one run (its JSON result and both CPU seconds per 1,000
+/// requests); `None` when the backend used fewer than ten of the 10 ms ticks CPU time comes in
+/// (stdio echoes, mostly): too coarse to divide by.
+fn cpu_ratio(
+    (result, proxy_per_1k, backend_per_1k): &(serde_json::Value, f64, f64),
+) -> Option<f64> {
+    let backend_seconds = backend_per_1k * result["requests"].as_f64().unwrap_or(0.0) / 1000.0;
+    (backend_seconds >= 0.1).then(|| proxy_per_1k / backend_per_1k)
+}
+
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may contain spaces) start after the last ')'.
@@ -475,14 +485,8 @@ fn main() -> Result<(), Error> {
                     };
                     gateway_runs.push(through("gateway", gateway.id(), url, tool)?);
                     if *direct == "http" {
-                        let (result, fw_per_1k, be_per_1k) =
-                            through("forwarder", forwarder.id(), &forward_url, "echo")?;
-                        // CPU time comes in ticks of 10 ms: under ten, too coarse to divide by.
-                        let be_seconds =
-                            be_per_1k * result["requests"].as_f64().unwrap_or(0.0) / 1000.0;
-                        if be_seconds >= 0.1 {
-                            floor_ratios.push(fw_per_1k / be_per_1k);
-                        }
+                        let run = through("forwarder", forwarder.id(), &forward_url, "echo")?;
+                        floor_ratios.extend(cpu_ratio(&run));
                     }
                 }
                 let median = |mut v: Vec<f64>| -> f64 {
@@ -505,22 +509,14 @@ fn main() -> Result<(), Error> {
                     .ok_or("no run")?;
                 let direct_cell = format!("{:.0} ({direct})", median(direct_rps.clone()));
                 let ratio = format!("{:.0}%", gateway_rps / median(direct_rps).max(1.0) * 100.0);
-                // CPU time comes in ticks of 10 ms: a backend that used fewer than ten in the
-                // run (stdio echoes, mostly) is too coarse to divide by.
-                let backend_seconds =
-                    middle.2 * middle.0["requests"].as_f64().unwrap_or(0.0) / 1000.0;
-                let cpu_ratio = if backend_seconds >= 0.1 {
-                    format!("{:.1}×", middle.1 / middle.2)
-                } else {
-                    "—".to_owned()
-                };
-                let floor_ratio = if floor_ratios.is_empty() {
+                let cpu_cell = cpu_ratio(middle).map_or("—".to_owned(), |r| format!("{r:.1}×"));
+                let floor_cell = if floor_ratios.is_empty() {
                     "—".to_owned()
                 } else {
                     format!("{:.1}×", median(floor_ratios))
                 };
                 println!(
-                    "| {name} | {payload} B | {concurrency} | {direct_cell} | {gateway_rps:.0} | {ratio} | {} / {} | {:.3} | {:.3} | {cpu_ratio} | {floor_ratio} |",
+                    "| {name} | {payload} B | {concurrency} | {direct_cell} | {gateway_rps:.0} | {ratio} | {} / {} | {:.3} | {:.3} | {cpu_cell} | {floor_cell} |",
                     middle.0["p50_us"], middle.0["p99_us"], middle.1, middle.2
                 );
             }

@@ -1,10 +1,11 @@
 //! The binary's allocator: mimalloc, asked the way its own `malloc` is whenever the alignment
 //! allows.
 //!
-//! The `mimalloc` crate passes every allocation to `mi_malloc_aligned`. In mimalloc v3 that
-//! takes an over-allocating slow path for every block over 1 KiB and for every size whose class
-//! is not a power of two, which is most of a proxied call's allocations: a size lookup and a
-//! larger block each, about 1k of a HTTP→HTTP call's 48.7k instructions (docs/PERFORMANCE.md).
+//! The `mimalloc` crate passes every allocation to `mi_malloc_aligned`. In mimalloc v3 that has a
+//! fast path only for a block of at most 1 KiB whose page has a free one at hand; the others (a
+//! proxied call's futures and buffers over 1 KiB among them, seven allocations a call) take a
+//! generic path that looks the size up and, unless its class is a power of two, over-allocates:
+//! about 1k of a HTTP→HTTP call's 48.7k instructions (docs/PERFORMANCE.md).
 //! Every block mimalloc hands out is aligned to a machine word at least, so a layout that asks
 //! no more than that takes the plain entry points.
 

@@ -159,6 +159,12 @@ impl std::fmt::Write for AddrText {
     }
 }
 
+/// `elapsed` in milliseconds, as the one float nearest the exact value: a line then reads
+/// `0.652909`, where seconds times 1000 (two roundings) read `0.6529090000000001`.
+fn millis(elapsed: std::time::Duration) -> f64 {
+    elapsed.as_nanos() as f64 / 1e6
+}
+
 impl RequestLog {
     /// Emits `request completed` or `request failed`, exactly once per request.
     fn emit(
@@ -169,7 +175,7 @@ impl RequestLog {
         verdict: Verdict,
         elapsed: std::time::Duration,
     ) {
-        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        let duration_ms = millis(elapsed);
         let (trace_hex, span_hex) = (trace_id.map(TraceId::hex), self.span_id.map(SpanId::hex));
         let trace_id = trace_hex.as_ref().map(Hex::as_str);
         let span_id = span_hex.as_ref().map(Hex::as_str);
@@ -397,6 +403,22 @@ mod tests {
         ] {
             let addr: SocketAddr = addr.parse().unwrap();
             assert_eq!(AddrText::of(addr).as_str(), addr.to_string());
+        }
+    }
+
+    #[test]
+    fn durations_are_written_as_their_exact_decimal_milliseconds() {
+        use std::time::Duration;
+        for (nanos, written) in [
+            (652_909, "0.652909"),
+            (43_634, "0.043634"),
+            (1, "1e-6"),
+            (1_000_000, "1.0"),
+            (2_500_123_456, "2500.123456"),
+            (86_400_000_000_000, "86400000.0"),
+        ] {
+            let ms = millis(Duration::from_nanos(nanos));
+            assert_eq!(serde_json::to_string(&ms).unwrap(), written, "{nanos} ns");
         }
     }
 }

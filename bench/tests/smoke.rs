@@ -56,6 +56,12 @@ fn the_harness_runs_every_scenario_both_ways() {
         assert!(r["result"]["requests"].as_u64().unwrap() > 0, "{r}");
         if r["via"] != "direct" {
             assert!(r["backend_cpu_per_1k"].as_f64().is_some(), "{r}");
+            assert!(r["backend_system_cpu_per_1k"].as_f64().is_some(), "{r}");
+            let via = r["via"].as_str().unwrap();
+            assert!(
+                r[format!("{via}_system_cpu_per_1k")].as_f64().is_some(),
+                "{r}"
+            );
         }
         if r["via"] == "forwarder" {
             assert_eq!(r["scenario"], "Streamable HTTP → HTTP backend", "{r}");
@@ -63,7 +69,7 @@ fn the_harness_runs_every_scenario_both_ways() {
         }
     }
     // The HTTP echo is a process of its own: its CPU is measured, and the ratios to it printed,
-    // the gateway's and the bare forwarder's (the last two columns).
+    // the gateway's in all and in system time, and the bare forwarder's (the last three columns).
     let http_row = table
         .lines()
         .find(|l| l.starts_with("| Streamable HTTP → HTTP backend |"))
@@ -73,12 +79,12 @@ fn the_harness_runs_every_scenario_both_ways() {
             .strip_suffix('×')
             .is_some_and(|r| r.parse::<f64>().is_ok_and(|r| r > 0.0))
     };
-    let last_two: Vec<&str> = http_row
+    let last_three: Vec<&str> = http_row
         .trim_end_matches(" |")
         .rsplit(" | ")
-        .take(2)
+        .take(3)
         .collect();
-    assert!(last_two.iter().all(|cell| ratio(cell)), "{http_row}");
+    assert!(last_three.iter().all(|cell| ratio(cell)), "{http_row}");
     // The forwarder runs only where the backend is the HTTP echo.
     let stdio_row = table
         .lines()

@@ -1,6 +1,7 @@
 //! Runs each scenario direct to the echo backend and through the gateway, interleaved, and
 //! prints one JSON line per run and a table with the ratio, each process's CPU time per 1,000
-//! requests (from /proc) and the gateway's peak RSS.
+//! requests (from /proc), the gateway's CPU over the backend's in all and in system time alone,
+//! and the gateway's peak RSS.
 //!
 //! Its flags are in [`USAGE`] (`mcp-bench --help`).
 //!
@@ -21,61 +22,98 @@ use serde_json::Value;
 
 type Error = Box<dyn std::error::Error>;
 
-/// CPU seconds (user + system) a process has used.
-/// A proxy's CPU over the backend's in one run (its JSON result and both CPU seconds per 1,000
-/// requests); `None` when the backend used fewer than ten of the 10 ms ticks CPU time comes in
-/// (stdio echoes, mostly): too coarse to divide by.
-fn cpu_ratio(
-    (result, proxy_per_1k, backend_per_1k): &(serde_json::Value, f64, f64),
-) -> Option<f64> {
-    let backend_seconds = backend_per_1k * result["requests"].as_f64().unwrap_or(0.0) / 1000.0;
-    (backend_seconds >= 0.1).then(|| proxy_per_1k / backend_per_1k)
+/// CPU seconds a process has used, user and system apart: a proxy makes two HTTP exchanges in
+/// the kernel where the echo makes one, so the system half shows what no user-space work decides.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    user: f64,
+    system: f64,
 }
 
-fn cpu_seconds(pid: u32) -> f64 {
+impl Cpu {
+    fn total(self) -> f64 {
+        self.user + self.system
+    }
+
+    fn since(self, earlier: Cpu) -> Cpu {
+        Cpu {
+            user: self.user - earlier.user,
+            system: self.system - earlier.system,
+        }
+    }
+
+    fn scaled(self, by: f64) -> Cpu {
+        Cpu {
+            user: self.user * by,
+            system: self.system * by,
+        }
+    }
+}
+
+impl std::iter::Sum for Cpu {
+    fn sum<I: Iterator<Item = Cpu>>(iter: I) -> Cpu {
+        iter.fold(Cpu::default(), |a, b| Cpu {
+            user: a.user + b.user,
+            system: a.system + b.system,
+        })
+    }
+}
+
+/// One run through a proxy: its JSON result, the proxy's and the backend's CPU per 1,000 requests.
+type ProxyRun = (serde_json::Value, Cpu, Cpu);
+
+/// A proxy's CPU over the backend's in one run, of the part `of` picks (total or system);
+/// `None` when the backend used fewer than ten of the 10 ms ticks CPU time comes in (stdio
+/// echoes, mostly): too coarse to divide by.
+fn cpu_ratio((result, proxy_per_1k, backend_per_1k): &ProxyRun, of: fn(Cpu) -> f64) -> Option<f64> {
+    let backend_seconds = of(*backend_per_1k) * result["requests"].as_f64().unwrap_or(0.0) / 1000.0;
+    (backend_seconds >= 0.1).then(|| of(*proxy_per_1k) / of(*backend_per_1k))
+}
+
+/// The fields of `/proc/{pid}/stat` after the command name (which may contain spaces).
+fn stat_fields(pid: u32) -> Vec<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
+    stat.rsplit_once(')')
         .map_or("", |(_, rest)| rest)
         .split_whitespace()
-        .collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
+        .map(str::to_owned)
+        .collect()
 }
 
-/// CPU seconds used by all of `parent`'s child processes (the stdio backends of its sessions):
-/// the live ones, plus those already reaped (accounted in the parent's cutime and cstime).
-fn children_cpu_seconds(parent: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{parent}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let field = |i: usize| {
+/// The CPU in the two `stat` fields from `first` (utime and stime, or cutime and cstime).
+fn cpu_at(fields: &[String], first: usize) -> Cpu {
+    let ticks = |i: usize| {
         fields
             .get(i)
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    let reaped = (field(13) + field(14)) / 100.0;
+    Cpu {
+        user: ticks(first) / 100.0,
+        system: ticks(first + 1) / 100.0,
+    }
+}
+
+fn cpu_of(pid: u32) -> Cpu {
+    cpu_at(&stat_fields(pid), 11)
+}
+
+/// CPU used by all of `parent`'s child processes (the stdio backends of its sessions): the live
+/// ones, plus those already reaped (accounted in the parent's cutime and cstime).
+fn children_cpu(parent: u32) -> Cpu {
+    let reaped = cpu_at(&stat_fields(parent), 13);
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return reaped;
     };
-    let live: f64 = entries
+    let live: Cpu = entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
-            ppid == Some(parent)
-        })
-        .map(cpu_seconds)
+        .filter(|&pid| stat_fields(pid).get(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent))
+        .map(cpu_of)
         .sum();
-    live + reaped
+    Cpu {
+        user: live.user + reaped.user,
+        system: live.system + reaped.system,
+    }
 }
 
 /// A memory size from `/proc/{pid}/status` in MiB: `VmHWM` (peak resident) or `VmRSS` (now).
@@ -417,9 +455,9 @@ fn main() -> Result<(), Error> {
         ),
     ];
     println!(
-        "| scenario | payload | concurrency | direct req/s | gateway req/s | ratio | gateway p50 / p99 µs | gateway CPU s per 1k | backend CPU s per 1k | CPU gateway / backend | CPU bare forwarder / backend |"
+        "| scenario | payload | concurrency | direct req/s | gateway req/s | ratio | gateway p50 / p99 µs | gateway CPU s per 1k | backend CPU s per 1k | CPU gateway / backend | system CPU gateway / backend | CPU bare forwarder / backend |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let chosen = scenarios
         .iter()
         .zip(keys)
@@ -451,15 +489,15 @@ fn main() -> Result<(), Error> {
                     let echo_pid = echo_http.id();
                     let backend_cpu = || {
                         if *direct == "http" {
-                            cpu_seconds(echo_pid)
+                            cpu_of(echo_pid)
                         } else {
-                            children_cpu_seconds(gateway.id())
+                            children_cpu(gateway.id())
                         }
                     };
                     // One run through a proxy (`via`, process `proxy`): its JSON line, and the
                     // proxy's and the backend's CPU seconds per 1,000 requests.
                     let through = |via: &str, proxy: u32, url: &str, tool: &str| {
-                        let (proxy_cpu, be_cpu) = (cpu_seconds(proxy), backend_cpu());
+                        let (proxy_cpu, be_cpu) = (cpu_of(proxy), backend_cpu());
                         let result = load(&Run {
                             load: &load_exe,
                             url: url.to_owned(),
@@ -471,10 +509,11 @@ fn main() -> Result<(), Error> {
                             command: None,
                         })?;
                         let per_1k = 1000.0 / result["requests"].as_f64().unwrap_or(0.0).max(1.0);
-                        let proxy_per_1k = (cpu_seconds(proxy) - proxy_cpu) * per_1k;
-                        let be_per_1k = (backend_cpu() - be_cpu) * per_1k;
-                        let mut line = serde_json::json!({"scenario": name, "via": via, "result": result, "backend_cpu_per_1k": be_per_1k});
-                        line[format!("{via}_cpu_per_1k")] = proxy_per_1k.into();
+                        let proxy_per_1k = cpu_of(proxy).since(proxy_cpu).scaled(per_1k);
+                        let be_per_1k = backend_cpu().since(be_cpu).scaled(per_1k);
+                        let mut line = serde_json::json!({"scenario": name, "via": via, "result": result, "backend_cpu_per_1k": be_per_1k.total(), "backend_system_cpu_per_1k": be_per_1k.system});
+                        line[format!("{via}_cpu_per_1k")] = proxy_per_1k.total().into();
+                        line[format!("{via}_system_cpu_per_1k")] = proxy_per_1k.system.into();
                         eprintln!("{line}");
                         if result["errors"].as_u64() != Some(0) {
                             return Err::<_, Error>(
@@ -486,7 +525,7 @@ fn main() -> Result<(), Error> {
                     gateway_runs.push(through("gateway", gateway.id(), url, tool)?);
                     if *direct == "http" {
                         let run = through("forwarder", forwarder.id(), &forward_url, "echo")?;
-                        floor_ratios.extend(cpu_ratio(&run));
+                        floor_ratios.extend(cpu_ratio(&run, Cpu::total));
                     }
                 }
                 let median = |mut v: Vec<f64>| -> f64 {
@@ -509,15 +548,21 @@ fn main() -> Result<(), Error> {
                     .ok_or("no run")?;
                 let direct_cell = format!("{:.0} ({direct})", median(direct_rps.clone()));
                 let ratio = format!("{:.0}%", gateway_rps / median(direct_rps).max(1.0) * 100.0);
-                let cpu_cell = cpu_ratio(middle).map_or("—".to_owned(), |r| format!("{r:.1}×"));
+                let ratio_cell = |of: fn(Cpu) -> f64| {
+                    cpu_ratio(middle, of).map_or("—".to_owned(), |r| format!("{r:.1}×"))
+                };
+                let (cpu_cell, system_cell) = (ratio_cell(Cpu::total), ratio_cell(|c| c.system));
                 let floor_cell = if floor_ratios.is_empty() {
                     "—".to_owned()
                 } else {
                     format!("{:.1}×", median(floor_ratios))
                 };
                 println!(
-                    "| {name} | {payload} B | {concurrency} | {direct_cell} | {gateway_rps:.0} | {ratio} | {} / {} | {:.3} | {:.3} | {cpu_cell} | {floor_cell} |",
-                    middle.0["p50_us"], middle.0["p99_us"], middle.1, middle.2
+                    "| {name} | {payload} B | {concurrency} | {direct_cell} | {gateway_rps:.0} | {ratio} | {} / {} | {:.3} | {:.3} | {cpu_cell} | {system_cell} | {floor_cell} |",
+                    middle.0["p50_us"],
+                    middle.0["p99_us"],
+                    middle.1.total(),
+                    middle.2.total()
                 );
             }
         }

@@ -50,12 +50,14 @@ impl Cpu {
     }
 }
 
-impl std::iter::Sum for Cpu {
-    fn sum<I: Iterator<Item = Cpu>>(iter: I) -> Cpu {
-        iter.fold(Cpu::default(), |a, b| Cpu {
-            user: a.user + b.user,
-            system: a.system + b.system,
-        })
+impl std::ops::Add for Cpu {
+    type Output = Cpu;
+
+    fn add(self, other: Cpu) -> Cpu {
+        Cpu {
+            user: self.user + other.user,
+            system: self.system + other.system,
+        }
     }
 }
 
@@ -105,15 +107,11 @@ fn children_cpu(parent: u32) -> Cpu {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return reaped;
     };
-    let live: Cpu = entries
+    entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| stat_fields(pid).get(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent))
         .map(cpu_of)
-        .sum();
-    Cpu {
-        user: live.user + reaped.user,
-        system: live.system + reaped.system,
-    }
+        .fold(reaped, std::ops::Add::add)
 }
 
 /// A memory size from `/proc/{pid}/status` in MiB: `VmHWM` (peak resident) or `VmRSS` (now).

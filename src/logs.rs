@@ -320,6 +320,29 @@ where
     line
 }
 
+/// The binary's subscriber: log lines (JSON, or `text`) through `filter`, and spans to `otlp`
+/// whatever `filter` says. Each layer has a filter of its own: an unfiltered layer beside the log
+/// layer would make every event enabled, and the JSON request lines ask exactly that
+/// (`tracing::enabled!`) before they are written.
+pub fn subscriber(
+    filter: tracing_subscriber::EnvFilter,
+    text: bool,
+    otlp: Option<crate::otlp::OtlpLayer>,
+) -> impl Subscriber + for<'a> LookupSpan<'a> + Send + Sync + 'static {
+    use tracing_subscriber::layer::SubscriberExt;
+    let logs = if text {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed()
+    } else {
+        JsonLogLayer.with_filter(filter).boxed()
+    };
+    // The exporter takes spans only.
+    let spans = otlp.with_filter(tracing_subscriber::filter::filter_fn(|m| m.is_span()));
+    tracing_subscriber::registry().with(logs).with(spans)
+}
+
 static JSON_LAYER_ONLY: AtomicBool = AtomicBool::new(false);
 
 /// Declares that [`JsonLogLayer`] is the process's only log layer, so that gateways started
@@ -847,6 +870,7 @@ mod tests {
                 "warn",
                 "off",
                 "warn,mcp_gateway=info",
+                "warn,mcp_gateway=info,mcp_gateway_layers=warn",
                 "mcp_gateway_layers=warn",
             ] {
                 let events = Lines::default();
@@ -892,6 +916,64 @@ mod tests {
                 steady(line).replace(t, "T").replace(s, "S")
             };
             assert_eq!(without_ids(&events[0]), without_ids(&direct[0]));
+        }
+    }
+
+    /// The binary's own subscriber, with and without the span exporter beside the log layer:
+    /// whether a request line is written is the log filter's decision alone (an unfiltered
+    /// exporter layer once made every line pass, whatever `MCP_GATEWAY_LOG` said).
+    #[test]
+    fn the_log_filter_alone_decides_which_request_lines_are_written() {
+        use mcp_gateway_layers::classify::{Component, ErrorClass, ErrorType};
+        let failure = ErrorClass::new(ErrorType::Timeout, Component::Backend);
+        let record = |failure| RequestLogRecord {
+            trace_id: None,
+            span_id: None,
+            session_id: None,
+            request_id: Some("1"),
+            method: "tools/call",
+            namespace: "demo",
+            status: "ok",
+            duration_ms: 1.0,
+            client_addr: None,
+            failure,
+        };
+        let otlp = || {
+            let config = crate::config::OtlpConfig {
+                endpoint: "http://127.0.0.1:4318".to_owned(),
+                protocol: Default::default(),
+                headers: Default::default(),
+            };
+            crate::otlp::pipeline(&config).0
+        };
+        // (filter, a completed request's line written, a failed one's)
+        for (filter, completed, failed) in [
+            ("info", true, true),
+            ("warn", false, true),
+            ("off", false, false),
+            ("info,mcp_gateway_layers=warn", false, true),
+            ("info,mcp_gateway_layers=off", false, false),
+            // A directive's target matches as a prefix: mcp_gateway names the layers too.
+            ("warn,mcp_gateway=info", true, true),
+            ("warn,mcp_gateway=info,mcp_gateway_layers=warn", false, true),
+            ("error,mcp_gateway_layers::metrics=info", true, true),
+        ] {
+            for exporter in [None, Some(otlp())] {
+                let with_exporter = exporter.is_some();
+                let env = tracing_subscriber::EnvFilter::new(filter);
+                let subscriber = subscriber(env, false, exporter);
+                let admitted = tracing::subscriber::with_default(subscriber, || {
+                    [
+                        filter_admits(&record(None)),
+                        filter_admits(&record(Some(&failure))),
+                    ]
+                });
+                assert_eq!(
+                    admitted,
+                    [completed, failed],
+                    "{filter}, exporter: {with_exporter}"
+                );
+            }
         }
     }
 

@@ -36,22 +36,15 @@ SIGINT or SIGTERM: stop accepting, drain in-flight requests (10 s), stop backend
 /// Logs (filtered by `MCP_GATEWAY_LOG`) and, when configured, OTLP export of sampled spans
 /// (never filtered by the log level).
 fn init_telemetry(otlp: Option<mcp_gateway::otlp::OtlpLayer>) {
-    use tracing_subscriber::Layer;
-    use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("MCP_GATEWAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = if std::env::var("MCP_GATEWAY_LOG_FORMAT").as_deref() == Ok("text") {
-        tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_filter(filter)
-            .boxed()
-    } else {
+    let text = std::env::var("MCP_GATEWAY_LOG_FORMAT").as_deref() == Ok("text");
+    if !text {
         // The JSON layer is the only log layer: request lines can skip tracing's dispatch.
         mcp_gateway::logs::json_layer_only();
-        mcp_gateway::logs::JsonLogLayer.with_filter(filter).boxed()
-    };
-    tracing_subscriber::registry().with(logs).with(otlp).init();
+    }
+    mcp_gateway::logs::subscriber(filter, text, otlp).init();
 }
 
 fn fail(message: impl std::fmt::Display) -> ! {

@@ -113,12 +113,59 @@ fn the_harness_runs_every_scenario_both_ways() {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0);
     assert!(exports > 0, "{table}");
+    // Observability on: every request wrote its log line.
+    assert!(request_log_lines(&table) > 0, "{table}");
     for transport in ["http", "ws"] {
         assert!(
             table.contains(&format!("idle {transport} sessions:")),
             "{table}"
         );
     }
+}
+
+/// The count the harness prints of the gateway's per-request log lines.
+fn request_log_lines(table: &str) -> u64 {
+    table
+        .lines()
+        .find_map(|l| l.strip_prefix("gateway request log lines: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count of request log lines:\n{table}"))
+}
+
+/// Observability off is what the tables say: no request log lines and no spans exported, with
+/// the same answers.
+#[test]
+fn observability_off_writes_no_request_lines() {
+    let bench = PathBuf::from(env!("CARGO_BIN_EXE_mcp-bench"));
+    let gateway = bench.parent().unwrap().join("mcp-gateway");
+    if !gateway.exists() {
+        if std::env::var_os("MCP_GATEWAY_REQUIRE_PEERS").is_some() {
+            panic!(
+                "{} is not built; scripts/test builds the workspace",
+                gateway.display()
+            );
+        }
+        eprintln!(
+            "NOTICE: {} is not built; skipping the harness's observability-off run",
+            gateway.display()
+        );
+        return;
+    }
+    let out = std::process::Command::new(bench)
+        .args(["--quick", "--only", "http-http", "--observability", "off"])
+        .args(["--gateway", gateway.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("| Streamable HTTP → HTTP backend |")),
+        "{table}"
+    );
+    assert_eq!(request_log_lines(&table), 0, "{table}");
+    assert!(!table.contains("OTLP export"), "{table}");
 }
 
 /// `--help` prints the usage and a typo or a bad value is refused at once: neither may start

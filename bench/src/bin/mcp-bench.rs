@@ -125,12 +125,13 @@ fn status_mib(pid: u32, field: &str) -> f64 {
         / 1024.0
 }
 
-/// Starts a process and waits for the stderr line `ready` accepts; the rest of stderr goes to `log`.
+/// Starts a process and waits for the stderr line `ready` accepts; the rest of stderr goes to `log`,
+/// copied by the returned thread (done once the process has exited).
 fn start(
     cmd: &mut Command,
     log: &Path,
     ready: impl Fn(&str) -> Option<String>,
-) -> Result<(Child, String), Error> {
+) -> Result<(Child, String, std::thread::JoinHandle<()>), Error> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -155,13 +156,22 @@ fn start(
     };
     let _ = ready_tx.send(());
     let mut file = std::fs::File::create(log)?;
-    std::thread::spawn(move || {
+    let copier = std::thread::spawn(move || {
         use std::io::Write;
         for line in lines.map_while(Result::ok) {
             let _ = writeln!(file, "{line}");
         }
     });
-    Ok((child, found))
+    Ok((child, found, copier))
+}
+
+/// How many of a gateway's log lines are per-request lines (`request completed` or `failed`).
+fn request_log_lines(log: &Path) -> usize {
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["msg"] == "request completed" || v["msg"] == "request failed")
+        .count()
 }
 
 /// A local OTLP/HTTP receiver: answers every export with 200 and counts the requests, so the
@@ -344,13 +354,14 @@ fn main() -> Result<(), Error> {
     let logs = std::env::temp_dir().join(format!("mcp-bench-{}", std::process::id()));
     std::fs::create_dir_all(&logs)?;
 
-    let (mut echo_http, echo_url) = start(
+    let (mut echo_http, echo_url, _) = start(
         Command::new(&echo).args(["http", "127.0.0.1:0"]),
         &logs.join("echo.log"),
         |l| l.strip_prefix("mcp-echo listening on ").map(str::to_owned),
     )?;
     // Observability on: a JSON log line per request (info) to a file, spans sampled at 1% and
-    // exported to a local OTLP receiver. Off: warnings only, nothing sampled. Metrics are always on.
+    // exported to a local OTLP receiver. Off: no request lines, nothing sampled. Metrics are
+    // always on.
     let otlp = (observability != "off").then(otlp_receiver).transpose()?;
     let tracing = match &otlp {
         None => "tracing: {sampling_ratio: 0.0}\n".to_owned(),
@@ -377,9 +388,10 @@ fn main() -> Result<(), Error> {
         gateway_cmd.env(
             "MCP_GATEWAY_LOG",
             // "off" keeps the gateway's own startup and session lines (target mcp_gateway), not
-            // the per-request events (target mcp_gateway_layers).
+            // the per-request ones (target mcp_gateway_layers): a directive's target matches as a
+            // prefix, so `mcp_gateway=info` alone would let them through.
             if observability == "off" {
-                "warn,mcp_gateway=info"
+                "warn,mcp_gateway=info,mcp_gateway_layers=warn"
             } else {
                 "info"
             },
@@ -408,7 +420,7 @@ fn main() -> Result<(), Error> {
         .trim_start_matches("http://")
         .trim_end_matches("/mcp")
         .to_owned();
-    let (mut forwarder, forward_url) = start(
+    let (mut forwarder, forward_url, _) = start(
         Command::new(&forward_exe).args(["127.0.0.1:0", &upstream]),
         &logs.join("forward.log"),
         |l| {
@@ -416,7 +428,7 @@ fn main() -> Result<(), Error> {
                 .map(str::to_owned)
         },
     )?;
-    let (gateway, listen) = start_gateway("gateway.log", "gateway.yaml")?;
+    let (gateway, listen, gateway_log) = start_gateway("gateway.log", "gateway.yaml")?;
     let echo_stdio = format!("{} stdio", echo.display());
 
     let payloads: &[usize] = if quick { &[64] } else { &[64, 4096] };
@@ -576,6 +588,11 @@ fn main() -> Result<(), Error> {
         );
     }
     stop(gateway);
+    let _ = gateway_log.join();
+    println!(
+        "gateway request log lines: {}",
+        request_log_lines(&logs.join("gateway.log"))
+    );
     // Idle sessions, each run on a fresh gateway with the HTTP echo as its one backend.
     let idle_runs = if only.as_deref().is_none_or(|o| o == "idle") {
         &[("http", "mcp"), ("ws", "ws")][..]
@@ -583,7 +600,7 @@ fn main() -> Result<(), Error> {
         &[]
     };
     for &(transport, path) in idle_runs {
-        let (gateway, listen) = start_gateway("gateway-idle.log", "gateway-idle.yaml")?;
+        let (gateway, listen, _) = start_gateway("gateway-idle.log", "gateway-idle.yaml")?;
         let scheme = if transport == "ws" { "ws" } else { "http" };
         let url = format!("{scheme}://{listen}/{path}");
         let rss = idle_rss(&load_exe, &url, transport, idle, gateway.id())?;

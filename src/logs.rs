@@ -368,7 +368,8 @@ pub(crate) fn request_log_sink() -> Option<Arc<dyn RequestLogSink>> {
 /// Writes each request's `request completed` / `request failed` line straight from its fields,
 /// member for member as [`JsonLogLayer`] writes the `tracing` event, without tracing's per-field
 /// dispatch (the largest cost of a request's logging). For a process whose log layer is
-/// [`JsonLogLayer`] alone: other layers do not see the event. The log filter still decides.
+/// [`JsonLogLayer`] alone: other layers do not see the event. The log filter still decides
+/// (the sink's default [`RequestLogSink::enabled`], asked before the record is made).
 #[derive(Debug, Default)]
 pub struct JsonRequestLog;
 
@@ -378,23 +379,11 @@ impl RequestLogSink for JsonRequestLog {
             // A request line is written on every request: its buffer is the thread's, reused.
             static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
         }
-        if filter_admits(record) {
-            LINE.with_borrow_mut(|line| {
-                line.clear();
-                request_line(line, record);
-                writer().push(line);
-            });
-        }
-    }
-}
-
-/// Whether the log filter lets the request's event through: asked of callsites with the
-/// event's target and level.
-fn filter_admits(record: &RequestLogRecord<'_>) -> bool {
-    if record.failure.is_some() {
-        tracing::enabled!(target: REQUEST_LOG_TARGET, tracing::Level::WARN)
-    } else {
-        tracing::enabled!(target: REQUEST_LOG_TARGET, tracing::Level::INFO)
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            request_line(line, record);
+            writer().push(line);
+        });
     }
 }
 
@@ -747,6 +736,11 @@ mod tests {
     }
 
     impl RequestLogSink for Lines {
+        // Every line, whatever the filter: these tests read how lines are written.
+        fn enabled(&self, _: bool) -> bool {
+            true
+        }
+
         fn log(&self, record: &RequestLogRecord<'_>) {
             let mut line = Vec::new();
             request_line(&mut line, record);
@@ -755,13 +749,13 @@ mod tests {
         }
     }
 
-    /// Records whether the filter admits each request line.
+    /// Counts the request lines it is asked to write (with the default filter check).
     #[derive(Debug)]
-    struct Admitted(Arc<Mutex<Vec<bool>>>);
+    struct Admitted(Arc<Mutex<usize>>);
 
     impl RequestLogSink for Admitted {
-        fn log(&self, record: &RequestLogRecord<'_>) {
-            lock(&self.0).push(filter_admits(record));
+        fn log(&self, _: &RequestLogRecord<'_>) {
+            *lock(&self.0) += 1;
         }
     }
 
@@ -874,7 +868,7 @@ mod tests {
                 "mcp_gateway_layers=warn",
             ] {
                 let events = Lines::default();
-                let admitted = Arc::new(Mutex::new(Vec::new()));
+                let admitted = Arc::new(Mutex::new(0));
                 let filtered = events
                     .clone()
                     .with_filter(tracing_subscriber::EnvFilter::new(filter));
@@ -885,7 +879,8 @@ mod tests {
                 run(MetricsLayer::new(metrics.clone()).log_requests_to(asked)).await;
                 drop(guard);
                 let written = lock(&events.0).len();
-                assert_eq!(*lock(&admitted), [written == 1], "{filter} {answer}");
+                // The sink writes a line exactly when the event would have been.
+                assert_eq!(*lock(&admitted), written, "{filter} {answer}");
             }
             let events = Lines::default();
             let subscriber = tracing_subscriber::registry().with(events.clone());
@@ -924,20 +919,6 @@ mod tests {
     /// exporter layer once made every line pass, whatever `MCP_GATEWAY_LOG` said).
     #[test]
     fn the_log_filter_alone_decides_which_request_lines_are_written() {
-        use mcp_gateway_layers::classify::{Component, ErrorClass, ErrorType};
-        let failure = ErrorClass::new(ErrorType::Timeout, Component::Backend);
-        let record = |failure| RequestLogRecord {
-            trace_id: None,
-            span_id: None,
-            session_id: None,
-            request_id: Some("1"),
-            method: "tools/call",
-            namespace: "demo",
-            status: "ok",
-            duration_ms: 1.0,
-            client_addr: None,
-            failure,
-        };
         let otlp = || {
             let config = crate::config::OtlpConfig {
                 endpoint: "http://127.0.0.1:4318".to_owned(),
@@ -963,10 +944,7 @@ mod tests {
                 let env = tracing_subscriber::EnvFilter::new(filter);
                 let subscriber = subscriber(env, false, exporter);
                 let admitted = tracing::subscriber::with_default(subscriber, || {
-                    [
-                        filter_admits(&record(None)),
-                        filter_admits(&record(Some(&failure))),
-                    ]
+                    [JsonRequestLog.enabled(false), JsonRequestLog.enabled(true)]
                 });
                 assert_eq!(
                     admitted,

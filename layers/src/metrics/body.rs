@@ -98,11 +98,27 @@ impl RequestLogRecord<'_> {
 
 /// Writes a request's log event itself instead of emitting a `tracing` event: a logger that
 /// formats lines on its own skips tracing's per-field dispatch for the one event every request
-/// has. Whoever installs one is answerable for honouring the log filter and for the other
-/// subscribers, which do not see the event.
+/// has. Whoever installs one is answerable for the other subscribers, which do not see the event.
 pub trait RequestLogSink: Send + Sync + std::fmt::Debug + 'static {
-    /// Writes `record`.
+    /// Whether a request's line is wanted (`failed`: a `request failed` line, else a `request
+    /// completed` one), asked before its record is made. By default, what the log filter says of
+    /// the event's target and level.
+    fn enabled(&self, failed: bool) -> bool {
+        request_event_enabled(failed)
+    }
+
+    /// Writes `record`; called only when [`enabled`](Self::enabled) said yes.
     fn log(&self, record: &RequestLogRecord<'_>);
+}
+
+/// Whether the log filter lets a request's event through, asked as the event's own target and
+/// level: `request failed` is a warning, `request completed` information.
+fn request_event_enabled(failed: bool) -> bool {
+    if failed {
+        tracing::enabled!(target: REQUEST_LOG_TARGET, tracing::Level::WARN)
+    } else {
+        tracing::enabled!(target: REQUEST_LOG_TARGET, tracing::Level::INFO)
+    }
 }
 
 /// A client address as text on the stack: the standard formatter cost more than all the other
@@ -175,6 +191,15 @@ impl RequestLog {
         verdict: Verdict,
         elapsed: std::time::Duration,
     ) {
+        // A line the filter drops costs nothing past this (its ids' hex, its address's text).
+        let failed = matches!(verdict, Verdict::Failure(_));
+        let wanted = match &self.sink {
+            Some(sink) => sink.enabled(failed),
+            None => request_event_enabled(failed),
+        };
+        if !wanted {
+            return;
+        }
         let duration_ms = millis(elapsed);
         let (trace_hex, span_hex) = (trace_id.map(TraceId::hex), self.span_id.map(SpanId::hex));
         let trace_id = trace_hex.as_ref().map(Hex::as_str);

@@ -3,23 +3,29 @@
 
 use std::path::PathBuf;
 
-#[test]
-fn the_harness_runs_every_scenario_both_ways() {
+/// The harness and the gateway beside it; `None` (with a notice) when the gateway is not built,
+/// which `scripts/test` (`MCP_GATEWAY_REQUIRE_PEERS`) does not allow.
+fn harness_and_gateway(run: &str) -> Option<(PathBuf, PathBuf)> {
     let bench = PathBuf::from(env!("CARGO_BIN_EXE_mcp-bench"));
     let gateway = bench.parent().unwrap().join("mcp-gateway");
-    if !gateway.exists() {
-        if std::env::var_os("MCP_GATEWAY_REQUIRE_PEERS").is_some() {
-            panic!(
-                "{} is not built; scripts/test builds the workspace",
-                gateway.display()
-            );
-        }
-        eprintln!(
-            "NOTICE: {} is not built; skipping the harness smoke run",
+    if gateway.exists() {
+        return Some((bench, gateway));
+    }
+    if std::env::var_os("MCP_GATEWAY_REQUIRE_PEERS").is_some() {
+        panic!(
+            "{} is not built; scripts/test builds the workspace",
             gateway.display()
         );
-        return;
     }
+    eprintln!("NOTICE: {} is not built; skipping {run}", gateway.display());
+    None
+}
+
+#[test]
+fn the_harness_runs_every_scenario_both_ways() {
+    let Some((bench, gateway)) = harness_and_gateway("the harness smoke run") else {
+        return;
+    };
     let out = std::process::Command::new(bench)
         .args(["--quick", "--gateway", gateway.to_str().unwrap()])
         .output()
@@ -136,21 +142,9 @@ fn request_log_lines(table: &str) -> u64 {
 /// the same answers.
 #[test]
 fn observability_off_writes_no_request_lines() {
-    let bench = PathBuf::from(env!("CARGO_BIN_EXE_mcp-bench"));
-    let gateway = bench.parent().unwrap().join("mcp-gateway");
-    if !gateway.exists() {
-        if std::env::var_os("MCP_GATEWAY_REQUIRE_PEERS").is_some() {
-            panic!(
-                "{} is not built; scripts/test builds the workspace",
-                gateway.display()
-            );
-        }
-        eprintln!(
-            "NOTICE: {} is not built; skipping the harness's observability-off run",
-            gateway.display()
-        );
+    let Some((bench, gateway)) = harness_and_gateway("the harness's observability-off run") else {
         return;
-    }
+    };
     let out = std::process::Command::new(bench)
         .args(["--quick", "--only", "http-http", "--observability", "off"])
         .args(["--gateway", gateway.to_str().unwrap()])

@@ -338,8 +338,11 @@ pub fn subscriber(
     } else {
         JsonLogLayer.with_filter(filter).boxed()
     };
-    // The exporter takes spans only.
-    let spans = otlp.with_filter(tracing_subscriber::filter::filter_fn(|m| m.is_span()));
+    // The exporter takes spans only, and without one, nothing (not even its empty place).
+    let exporting = otlp.is_some();
+    let spans = otlp.with_filter(tracing_subscriber::filter::filter_fn(move |m| {
+        exporting && m.is_span()
+    }));
     tracing_subscriber::registry().with(logs).with(spans)
 }
 
@@ -916,7 +919,8 @@ mod tests {
 
     /// The binary's own subscriber, with and without the span exporter beside the log layer:
     /// whether a request line is written is the log filter's decision alone (an unfiltered
-    /// exporter layer once made every line pass, whatever `MCP_GATEWAY_LOG` said).
+    /// exporter layer once made every line pass, whatever `MCP_GATEWAY_LOG` said), and an
+    /// exporter, when there is one, still sees every span.
     #[test]
     fn the_log_filter_alone_decides_which_request_lines_are_written() {
         let otlp = || {
@@ -943,12 +947,25 @@ mod tests {
                 let with_exporter = exporter.is_some();
                 let env = tracing_subscriber::EnvFilter::new(filter);
                 let subscriber = subscriber(env, false, exporter);
-                let admitted = tracing::subscriber::with_default(subscriber, || {
-                    [JsonRequestLog.enabled(false), JsonRequestLog.enabled(true)]
+                let (admitted, span) = tracing::subscriber::with_default(subscriber, || {
+                    let admitted = [JsonRequestLog.enabled(false), JsonRequestLog.enabled(true)];
+                    let span = tracing::span_enabled!(target: "mcp_gateway", tracing::Level::INFO);
+                    (admitted, span)
                 });
                 assert_eq!(
                     admitted,
                     [completed, failed],
+                    "{filter}, exporter: {with_exporter}"
+                );
+                // The exporter sees every span whatever the log filter; without it, spans are
+                // the log filter's.
+                let logged = !matches!(
+                    filter,
+                    "warn" | "off" | "error,mcp_gateway_layers::metrics=info"
+                );
+                assert_eq!(
+                    span,
+                    with_exporter || logged,
                     "{filter}, exporter: {with_exporter}"
                 );
             }

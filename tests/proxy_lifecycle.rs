@@ -472,3 +472,35 @@ async fn worker_threads_follow_tokio_worker_threads() {
         gw.process.child.kill().await.unwrap();
     }
 }
+
+/// `restart.backoff_max_ms` caps the doubling delay between restarts: twelve restarts of a
+/// backend that exits at once take well under three seconds with a 50 ms cap, where doubling
+/// from 10 ms without it would take over 40.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_back_off_no_longer_than_the_configured_cap() {
+    let yaml = format!(
+        "backends:\n  - {{namespace: good, transport: stdio, command: {}, args: [demo-server, stdio]}}\n  - {{namespace: bad, transport: stdio, command: /bin/sh, args: [-c, 'exit 1'], restart: {{max_restarts: 1000, window_secs: 60, backoff_initial_ms: 10, backoff_max_ms: 50}}}}\n",
+        gateway_exe()
+    );
+    let gw = gateway(&yaml).await;
+    // A session starts its backends.
+    let mut ws = WsClient::connect(gw.addr).await;
+    ws.request(1, "tools/list", json!({})).await;
+    let starts = || {
+        gw.process
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains("backend process started") && l.contains("\"backend\":\"bad\""))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while starts() < 12 {
+        assert!(
+            Instant::now() < deadline,
+            "{} starts in 3 s: {:?}",
+            starts(),
+            gw.process.log_lines()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

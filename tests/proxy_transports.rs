@@ -212,3 +212,27 @@ async fn reqwest_metrics(addr: std::net::SocketAddr) -> String {
     let mut conn = support::Conn::open(addr, None).await;
     String::from_utf8_lossy(&conn.get("/metrics", &[]).await.body).into_owned()
 }
+
+/// `tool_name_separator` joins namespace and name both ways: in the merged list, and when a
+/// call is routed back (the default separator then names no tool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_separator_names_and_routes_tools() {
+    let gw = gateway(&format!(
+        "tool_name_separator: '.'\nbackends:
+  - {{namespace: a, transport: stdio, command: {exe}, args: [demo-server, stdio]}}
+  - {{namespace: b, transport: stdio, command: {exe}, args: [demo-server, stdio]}}
+",
+        exe = gateway_exe()
+    ))
+    .await;
+    let mut http = HttpClient::connect(gw.addr).await;
+    let names = tool_names(&http.request(1, "tools/list", json!({})).await);
+    for ns in ["a", "b"] {
+        assert!(names.contains(&format!("{ns}.echo")), "{names:?}");
+    }
+    assert!(!names.iter().any(|n| n.contains("__")), "{names:?}");
+    let echoed = http.call(2, "b.echo", json!({"message": "dotted"})).await;
+    assert_eq!(text(&echoed), "dotted");
+    let unknown = http.call(3, "b__echo", json!({"message": "x"})).await;
+    assert_eq!(unknown["error"]["code"], -32602, "{unknown}");
+}

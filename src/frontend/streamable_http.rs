@@ -453,6 +453,25 @@ mod tests {
         (a.json, a.event_stream)
     }
 
+    /// `sessions.replay_events`: a resumed stream can have only the last `capacity` events.
+    #[test]
+    fn the_event_log_keeps_the_last_events_up_to_its_capacity() {
+        let log = EventLog::new(3);
+        for n in 1..=5u8 {
+            log.push(Bytes::from(vec![n]));
+        }
+        let kept: Vec<(u64, Bytes)> = lock(&log.inner).events.iter().cloned().collect();
+        assert_eq!(
+            kept,
+            [3u8, 4, 5].map(|n| (u64::from(n), Bytes::from(vec![n])))
+        );
+        // No capacity still keeps the newest, for a stream that opens after it was sent.
+        let log = EventLog::new(0);
+        log.push(Bytes::from_static(b"only"));
+        log.push(Bytes::from_static(b"newest"));
+        assert_eq!(lock(&log.inner).events.len(), 1);
+    }
+
     #[test]
     fn accept_is_read_as_media_ranges() {
         assert_eq!(accepted_for(&[]), (false, false));

@@ -22,7 +22,7 @@ impl Running {
 }
 
 /// Starts `args`, waits (bounded) for a stderr line for which `ready` returns a value.
-async fn start<T>(
+pub async fn start<T>(
     args: &[&str],
     env: &[(&str, &str)],
     ready: impl Fn(&str) -> Option<T>,
@@ -132,7 +132,7 @@ pub fn gateway_exe() -> &'static str {
     env!("CARGO_BIN_EXE_mcp-gateway")
 }
 
-mod tempfile_path {
+pub mod tempfile_path {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     static NEXT: AtomicU64 = AtomicU64::new(0);

@@ -504,3 +504,45 @@ async fn restarts_back_off_no_longer_than_the_configured_cap() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// `restart.window_secs`: a process that stayed up a whole window earns a fresh backoff. This one
+/// is killed 1.1 s after each start (window 1 s, first delay 800 ms): every restart comes after
+/// the first delay, where doubling would make the third wait at least 1.6 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_up_for_a_whole_window_restarts_after_the_first_delay_again() {
+    let yaml = format!(
+        "backends:\n  - {{namespace: brief, transport: stdio, command: /bin/sh, args: [-c, '(sleep 1.1; kill $$) & exec {} demo-server stdio'], restart: {{window_secs: 1, backoff_initial_ms: 800, backoff_max_ms: 10000}}}}\n",
+        gateway_exe()
+    );
+    let gw = gateway(&yaml).await;
+    let mut ws = WsClient::connect(gw.addr).await;
+    ws.request(1, "tools/list", json!({})).await;
+    let starts = || {
+        gw.process
+            .log_lines()
+            .iter()
+            .filter(|l| {
+                l.contains("backend process started") && l.contains("\"backend\":\"brief\"")
+            })
+            .count()
+    };
+    // When each start was seen (polled every 10 ms).
+    let mut seen: Vec<Instant> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while seen.len() < 4 {
+        assert!(Instant::now() < deadline, "{:?}", gw.process.log_lines());
+        while seen.len() < starts() {
+            seen.push(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Up 1.1 s, then at most 800 ms: about 1.9 s from start to start, under 2.3 s (doubling: at
+    // least 2.7 s by the third).
+    for pair in seen.windows(2) {
+        let between = pair[1] - pair[0];
+        assert!(
+            between < Duration::from_millis(2300),
+            "{between:?} between starts"
+        );
+    }
+}

@@ -7,7 +7,7 @@ mod support;
 use serde_json::json;
 use support::clients::{HttpClient, text};
 use support::processes::tempfile_path::TempPath;
-use support::processes::{gateway_exe, start};
+use support::processes::{gateway_exe, loopback_args, start};
 
 fn demo_backend() -> String {
     format!(
@@ -96,14 +96,7 @@ async fn text_logs_are_plain_lines_with_each_request() {
         ("MCP_GATEWAY_LOG_FORMAT", "text"),
         ("MCP_GATEWAY_LOG", "info"),
     ];
-    let args = [
-        "--config",
-        config.path(),
-        "--listen",
-        "127.0.0.1:0",
-        "--metrics-listen",
-        "127.0.0.1:0",
-    ];
+    let args = loopback_args(config.path());
     // The ready line, in text: `… mcp-gateway serving /mcp, /sse and /ws listen=127.0.0.1:PORT …`.
     let (gateway, addr) = start(&args, &env, |line: &str| {
         if !line.contains("mcp-gateway serving /mcp, /sse and /ws") {

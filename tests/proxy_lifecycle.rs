@@ -473,6 +473,24 @@ async fn worker_threads_follow_tokio_worker_threads() {
     }
 }
 
+/// A gateway with one session open, which has started its backends.
+async fn gateway_with_a_session(yaml: &str) -> (support::processes::Gateway, WsClient) {
+    let gw = gateway(yaml).await;
+    let mut ws = WsClient::connect(gw.addr).await;
+    ws.request(1, "tools/list", json!({})).await;
+    (gw, ws)
+}
+
+/// How many times the gateway has started `backend`'s process so far.
+fn process_starts(gw: &support::processes::Gateway, backend: &str) -> usize {
+    let named = format!("\"backend\":\"{backend}\"");
+    gw.process
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("backend process started") && l.contains(&named))
+        .count()
+}
+
 /// `restart.backoff_max_ms` caps the doubling delay between restarts: twelve restarts of a
 /// backend that exits at once take well under three seconds with a 50 ms cap, where doubling
 /// from 10 ms without it would take over 40.
@@ -482,17 +500,8 @@ async fn restarts_back_off_no_longer_than_the_configured_cap() {
         "backends:\n  - {{namespace: good, transport: stdio, command: {}, args: [demo-server, stdio]}}\n  - {{namespace: bad, transport: stdio, command: /bin/sh, args: [-c, 'exit 1'], restart: {{max_restarts: 1000, window_secs: 60, backoff_initial_ms: 10, backoff_max_ms: 50}}}}\n",
         gateway_exe()
     );
-    let gw = gateway(&yaml).await;
-    // A session starts its backends.
-    let mut ws = WsClient::connect(gw.addr).await;
-    ws.request(1, "tools/list", json!({})).await;
-    let starts = || {
-        gw.process
-            .log_lines()
-            .iter()
-            .filter(|l| l.contains("backend process started") && l.contains("\"backend\":\"bad\""))
-            .count()
-    };
+    let (gw, _session) = gateway_with_a_session(&yaml).await;
+    let starts = || process_starts(&gw, "bad");
     let deadline = Instant::now() + Duration::from_secs(3);
     while starts() < 12 {
         assert!(
@@ -514,18 +523,8 @@ async fn a_process_up_for_a_whole_window_restarts_after_the_first_delay_again() 
         "backends:\n  - {{namespace: brief, transport: stdio, command: /bin/sh, args: [-c, '(sleep 1.1; kill $$) & exec {} demo-server stdio'], restart: {{window_secs: 1, backoff_initial_ms: 800, backoff_max_ms: 10000}}}}\n",
         gateway_exe()
     );
-    let gw = gateway(&yaml).await;
-    let mut ws = WsClient::connect(gw.addr).await;
-    ws.request(1, "tools/list", json!({})).await;
-    let starts = || {
-        gw.process
-            .log_lines()
-            .iter()
-            .filter(|l| {
-                l.contains("backend process started") && l.contains("\"backend\":\"brief\"")
-            })
-            .count()
-    };
+    let (gw, _session) = gateway_with_a_session(&yaml).await;
+    let starts = || process_starts(&gw, "brief");
     // When each start was seen (polled every 10 ms).
     let mut seen: Vec<Instant> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -77,6 +77,18 @@ pub struct Gateway {
     _config: tempfile_path::TempPath,
 }
 
+/// The gateway's arguments for `config`, both listeners on free loopback ports.
+pub fn loopback_args(config: &str) -> [&str; 6] {
+    [
+        "--config",
+        config,
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]
+}
+
 /// Starts the gateway with `yaml` (its `listen` addresses are set to free loopback ports).
 pub async fn gateway(yaml: &str) -> Gateway {
     gateway_with_env(yaml, &[]).await
@@ -85,14 +97,7 @@ pub async fn gateway(yaml: &str) -> Gateway {
 /// [`gateway`], with more environment variables.
 pub async fn gateway_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
     let config = tempfile_path::TempPath::write(yaml);
-    let args = [
-        "--config",
-        config.path(),
-        "--listen",
-        "127.0.0.1:0",
-        "--metrics-listen",
-        "127.0.0.1:0",
-    ];
+    let args = loopback_args(config.path());
     let env: Vec<_> = [("MCP_GATEWAY_LOG", "debug")]
         .into_iter()
         .chain(env.iter().copied())

@@ -194,6 +194,9 @@ async fn bad_input_is_refused_clearly_and_nobody_else_notices() {
         ),
         (Some(-32602), Some("not_found"))
     );
+    // With one backend, a method the gateway does not route goes to it, which knows none.
+    let unknown_method = http.request(5, "no/such/method", json!({})).await;
+    assert_eq!(unknown_method["error"]["code"], -32601, "{unknown_method}");
     let mut fresh = WsClient::open(gw.addr).await;
     let early = fresh.request(1, "tools/list", json!({})).await;
     assert_eq!(early["error"]["code"], -32600, "{early}");

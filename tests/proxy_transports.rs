@@ -148,6 +148,22 @@ async fn every_backend_transport_through_every_frontend() {
         .request(7, "resources/read", json!({"uri": "demo://items/7"}))
         .await;
     assert_eq!(read["result"]["contents"][0]["text"], "item 7", "{read}");
+    // A URI no backend listed, nor any template's prefix, is answered here (docs/ERRORS.md).
+    let unknown = ws
+        .request(9, "resources/read", json!({"uri": "nowhere://x"}))
+        .await;
+    assert_eq!(unknown["error"]["code"], -32002, "{unknown}");
+    assert_eq!(
+        unknown["error"]["data"]["error_type"], "not_found",
+        "{unknown}"
+    );
+    // A method the gateway does not route, with several backends to choose from: answered here.
+    let unrouted = ws.request(10, "no/such/method", json!({})).await;
+    assert_eq!(unrouted["error"]["code"], -32601, "{unrouted}");
+    assert_eq!(
+        unrouted["error"]["data"]["error_type"], "not_found",
+        "{unrouted}"
+    );
 
     // A backend's list_changed reaches the client.
     ws.send(json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": "socket__change", "arguments": {}}})).await;

@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use mcp_gateway::config::{Config, OtlpConfig, OtlpProtocol};
 use mcp_gateway::demo::{DemoServer, serve_stdio};
-use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -37,10 +36,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let (otlp, exporter) =
         mcp_gateway::otlp::pipeline(config.tracing.otlp.as_ref().expect("set above"));
-    tracing_subscriber::registry()
-        .with(mcp_gateway::logs::JsonLogLayer)
-        .with(otlp)
-        .init();
+    // JSON log lines at info (the exporter still gets every span), as the binary does.
+    let filter = tracing_subscriber::EnvFilter::new("info");
+    mcp_gateway::logs::subscriber(filter, false, Some(otlp)).init();
     runtime.block_on(async move {
         tokio::spawn(exporter);
         let ctrl_c = async {

@@ -3,6 +3,7 @@
 //! limiter; `Origin` validated on every request; graceful drain on shutdown.
 
 mod body;
+mod http1;
 mod sse;
 mod streamable_http;
 mod websocket;
@@ -11,11 +12,13 @@ mod workers;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, Either, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use mcp_gateway_layers::classify::{Component, ErrorClass, ErrorType, Verdict};
@@ -28,6 +31,7 @@ use tokio::sync::watch;
 
 pub(crate) use body::ResponseBody;
 use body::full;
+pub(crate) use http1::RequestBody;
 pub(crate) use websocket::WS_READ_BUFFER_BYTES;
 pub use workers::Workers;
 
@@ -205,7 +209,7 @@ pub async fn serve(
     frontend.handler.shutdown();
 }
 
-/// An accepted connection under the limit, served by hyper until it closes or the drain begins.
+/// An accepted connection under the limit, served until it closes or the drain begins.
 struct Connection {
     frontend: Arc<Frontend>,
     peer: SocketAddr,
@@ -223,27 +227,93 @@ impl Connection {
         } = self;
         // Shared with an upgraded WebSocket, which outlives this HTTP connection.
         let permit = Arc::new(permit);
+        let mut conn = http1::ServerConn::new(stream);
+        let state = LoopState::default();
+        let handed_off = {
+            let own = own_loop(&frontend, &mut conn, peer, &permit, &state);
+            tokio::pin!(own);
+            tokio::select! {
+                biased;
+                handed_off = &mut own => handed_off,
+                _ = drain_signal.changed() => {
+                    // Idle, it closes now; else after the request in flight.
+                    state.draining.store(true, Relaxed);
+                    if state.idle.load(Relaxed) {
+                        return;
+                    }
+                    own.await
+                }
+            }
+        };
+        if !handed_off {
+            return;
+        }
         let held = permit.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let frontend = frontend.clone();
             let held = HeldPermit {
                 _permit: held.clone(),
             };
-            async move { Ok::<_, Infallible>(frontend.route(req, peer, held).await) }
+            async move { Ok::<_, Infallible>(frontend.route(req.map(Either::Left), peer, held).await) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(conn.into_rewind()), service)
             .with_upgrades();
         tokio::pin!(conn);
+        if state.draining.load(Relaxed) {
+            conn.as_mut().graceful_shutdown();
+        }
         tokio::select! {
             _ = conn.as_mut() => {}
-            _ = drain_signal.changed() => {
-                // Finish the request in flight, then close.
+            _ = drain_signal.changed(), if !state.draining.load(Relaxed) => {
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;
             }
         }
         drop(permit);
+    }
+}
+
+/// What the connection's own loop shares with the drain watching it (on the same task: relaxed
+/// atomics, because the future must be `Send`).
+#[derive(Default)]
+struct LoopState {
+    /// Waiting for a request with nothing of it read.
+    idle: AtomicBool,
+    draining: AtomicBool,
+}
+
+/// Serves requests on the connection's own loop; true when one is left for hyper.
+async fn own_loop(
+    frontend: &Arc<Frontend>,
+    conn: &mut http1::ServerConn,
+    peer: SocketAddr,
+    permit: &Arc<mcp_gateway_layers::limit::ConnectionPermit>,
+    state: &LoopState,
+) -> bool {
+    let max_body = frontend.config.limits.max_message_bytes;
+    loop {
+        state.idle.store(conn.is_idle(), Relaxed);
+        let next = conn.next_request(max_body).await;
+        state.idle.store(false, Relaxed);
+        let (req, close) = match next {
+            Ok(request) => request,
+            Err(http1::NoRequest::Closed) => return false,
+            Err(http1::NoRequest::HandOff) => return true,
+        };
+        let held = HeldPermit {
+            _permit: permit.clone(),
+        };
+        let Some(resp) = conn
+            .while_open(frontend.clone().route(req, peer, held))
+            .await
+        else {
+            return false;
+        };
+        let close = close || state.draining.load(Relaxed);
+        if conn.write_response(resp, close).await.is_err() || close {
+            return false;
+        }
     }
 }
 
@@ -364,7 +434,7 @@ impl Frontend {
 
     async fn route(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         peer: SocketAddr,
         permit: HeldPermit,
     ) -> Response<ResponseBody> {
@@ -400,7 +470,7 @@ impl Frontend {
     /// large, 400 with -32700 / -32600 when it is not a JSON-RPC message.
     async fn read_message(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         started: Instant,
     ) -> Result<(http::request::Parts, Message), Box<Response<ResponseBody>>> {
         let json = req

@@ -8,12 +8,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use mcp_gateway_layers::classify::ErrorType;
 use tokio::sync::mpsc;
 
 use super::body::{ChannelBody, ResponseBody, full, sse_event, sse_response};
-use super::{Frontend, client_error};
+use super::{Frontend, RequestBody, client_error};
 use crate::lock;
 use crate::mcp::{ClientTransport, Outbox, Session};
 
@@ -84,7 +83,7 @@ impl Frontend {
 
     pub(super) async fn sse_post(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         peer: SocketAddr,
         started: Instant,
     ) -> Response<ResponseBody> {

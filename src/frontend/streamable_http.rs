@@ -10,13 +10,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use mcp_gateway_layers::classify::ErrorType;
 use mcp_gateway_layers::jsonrpc::{Kind, McpMethod};
 use tokio::sync::{Notify, mpsc};
 
 use super::body::{ChannelBody, ResponseBody, as_event, as_is, full, sse_event, sse_response};
-use super::{Frontend, client_error, context};
+use super::{Frontend, RequestBody, client_error, context};
 use crate::lock;
 use crate::mcp::{ClientTransport, Outbox, SUPPORTED_PROTOCOL_VERSIONS, Session};
 
@@ -260,7 +259,7 @@ impl Frontend {
 
     pub(super) async fn streamable_post(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         peer: SocketAddr,
         started: Instant,
     ) -> Response<ResponseBody> {
@@ -358,7 +357,7 @@ impl Frontend {
 
     pub(super) fn streamable_get(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         started: Instant,
     ) -> Response<ResponseBody> {
         if !accepted(req.headers()).event_stream {
@@ -427,7 +426,7 @@ impl Frontend {
 
     pub(super) fn streamable_delete(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         started: Instant,
     ) -> Response<ResponseBody> {
         let id = match self.session_of(req.headers(), started) {

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderValue, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use mcp_gateway_layers::classify::ErrorType;
 use mcp_gateway_layers::jsonrpc::Message;
@@ -23,7 +22,7 @@ use tokio_tungstenite::tungstenite::{Message as Frame, Utf8Bytes};
 pub(crate) const WS_READ_BUFFER_BYTES: usize = 2 * 1024;
 
 use super::body::{ResponseBody, full};
-use super::{Frontend, client_error};
+use super::{Frontend, RequestBody, client_error};
 use crate::mcp::{ClientTransport, Outbox, RequestContext};
 
 /// A copy of `headers` whose values own their bytes.
@@ -62,7 +61,7 @@ fn header_has(headers: &http::HeaderMap, name: http::HeaderName, token: &str) ->
 impl Frontend {
     pub(super) fn websocket(
         self: Arc<Self>,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         peer: SocketAddr,
         permit: super::HeldPermit,
         started: Instant,

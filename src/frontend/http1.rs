@@ -1,0 +1,553 @@
+//! The frontends' own HTTP/1.1 connection loop. A request whose body has a `Content-Length` (or
+//! no body) is read, routed and answered here; the first request it does not take is handed,
+//! with every byte already read, to hyper, which serves the connection from then on: an upgrade,
+//! a chunked or `Expect` body, HTTP/1.0, `HEAD` and `CONNECT`, a head it cannot parse or over
+//! 16 KiB, a body over the message limit. Those answers and refusals stay hyper's.
+//!
+//! Why: hyper's connection machinery (dispatcher, buffered I/O, its body channel) was about
+//! 12k of the 48k instructions a proxied call cost (callgrind, `docs/PERFORMANCE.md`).
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Either, Full};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::ResponseBody;
+
+/// A request body: hyper's on the connections it serves, already read on this loop's.
+pub(crate) type RequestBody = Either<hyper::body::Incoming, Full<Bytes>>;
+
+/// Larger heads go to hyper, whose limit is higher.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+const MAX_HEADERS: usize = 64;
+const READ_CHUNK: usize = 8 * 1024;
+/// Read ahead of the request being answered: a pipelined request, or the client going away.
+const MAX_READ_AHEAD: usize = 64 * 1024;
+/// Bodies up to this size go out in the head's write.
+const COPY_BODY_BYTES: usize = 16 * 1024;
+
+/// Why no request came from the connection's own loop.
+pub(super) enum NoRequest {
+    /// A request this loop does not take: hyper serves the connection from here.
+    HandOff,
+    /// The client closed, or the socket failed, between requests.
+    Closed,
+}
+
+/// One client connection, with what was read and not yet used.
+pub(super) struct ServerConn {
+    stream: TcpStream,
+    buf: BytesMut,
+    head: Vec<u8>,
+}
+
+/// A head this loop takes: where its parts are in the buffer (a head is under 16 KiB, so
+/// offsets fit in 16 bits and the whole stays on the stack).
+struct Head {
+    len: usize,
+    method: Method,
+    path: (u16, u16),
+    headers: [(u16, u16, u16, u16); MAX_HEADERS],
+    count: usize,
+    content_length: usize,
+    close: bool,
+}
+
+/// Why a head was not taken (yet).
+enum NotTaken {
+    Partial,
+    Other,
+}
+
+fn offset(buf: &[u8], part: &[u8]) -> u16 {
+    (part.as_ptr() as usize - buf.as_ptr() as usize) as u16
+}
+
+fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Parses the head at the start of `buf`, deciding whether this loop takes the request.
+fn parse(buf: &[u8], max_body: usize) -> Result<Head, NotTaken> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD_BYTES => len,
+        Ok(httparse::Status::Complete(_)) => return Err(NotTaken::Other),
+        Ok(httparse::Status::Partial) => return Err(NotTaken::Partial),
+        Err(_) => return Err(NotTaken::Other),
+    };
+    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+        return Err(NotTaken::Other);
+    };
+    let method = match method {
+        "POST" => Method::POST,
+        "GET" => Method::GET,
+        "DELETE" => Method::DELETE,
+        "HEAD" | "CONNECT" => return Err(NotTaken::Other),
+        other => match Method::from_bytes(other.as_bytes()) {
+            Ok(method) => method,
+            Err(_) => return Err(NotTaken::Other),
+        },
+    };
+    let mut head = Head {
+        len,
+        method,
+        path: (offset(buf, path.as_bytes()), path.len() as u16),
+        headers: [(0, 0, 0, 0); MAX_HEADERS],
+        count: req.headers.len(),
+        content_length: 0,
+        close: false,
+    };
+    let mut length_seen = false;
+    for (slot, header) in head.headers.iter_mut().zip(req.headers.iter()) {
+        let name = header.name.as_bytes();
+        let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+        match name.len() {
+            14 if is("content-length") => {
+                let digits = header.value;
+                if length_seen
+                    || digits.is_empty()
+                    || digits.len() > 12
+                    || !digits.iter().all(u8::is_ascii_digit)
+                {
+                    return Err(NotTaken::Other);
+                }
+                length_seen = true;
+                head.content_length = digits.iter().fold(0, |n, d| n * 10 + usize::from(d - b'0'));
+            }
+            17 if is("transfer-encoding") => return Err(NotTaken::Other),
+            6 if is("expect") => return Err(NotTaken::Other),
+            7 if is("upgrade") => return Err(NotTaken::Other),
+            10 if is("connection") => head.close |= has_token(header.value, "close"),
+            _ => {}
+        }
+        *slot = (
+            offset(buf, name),
+            name.len() as u16,
+            offset(buf, header.value),
+            header.value.len() as u16,
+        );
+    }
+    if head.content_length > max_body {
+        return Err(NotTaken::Other);
+    }
+    Ok(head)
+}
+
+impl ServerConn {
+    pub(super) fn new(stream: TcpStream) -> Self {
+        ServerConn {
+            stream,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            head: Vec::with_capacity(256),
+        }
+    }
+
+    /// Nothing of a next request has arrived.
+    pub(super) fn is_idle(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    async fn read_more(&mut self, at_least: usize) -> io::Result<usize> {
+        self.buf.reserve(at_least.max(READ_CHUNK));
+        self.stream.read_buf(&mut self.buf).await
+    }
+
+    /// Reads the next request, with its whole body (at most `max_body` bytes), and whether the
+    /// client asked to close after it.
+    pub(super) async fn next_request(
+        &mut self,
+        max_body: usize,
+    ) -> Result<(Request<RequestBody>, bool), NoRequest> {
+        let head = loop {
+            if !self.buf.is_empty() {
+                match parse(&self.buf, max_body) {
+                    Ok(head) => break head,
+                    Err(NotTaken::Other) => return Err(NoRequest::HandOff),
+                    Err(NotTaken::Partial) if self.buf.len() >= MAX_HEAD_BYTES => {
+                        return Err(NoRequest::HandOff);
+                    }
+                    Err(NotTaken::Partial) => {}
+                }
+            }
+            if !matches!(self.read_more(READ_CHUNK).await, Ok(n) if n > 0) {
+                return Err(NoRequest::Closed);
+            }
+        };
+        let total = head.len + head.content_length;
+        while self.buf.len() < total {
+            let missing = total - self.buf.len();
+            if !matches!(self.read_more(missing).await, Ok(n) if n > 0) {
+                return Err(NoRequest::Closed);
+            }
+        }
+        let bytes = self.buf.split_to(head.len).freeze();
+        let body = self.buf.split_to(head.content_length).freeze();
+        let (at, len) = (usize::from(head.path.0), usize::from(head.path.1));
+        let Ok(uri) = Uri::from_maybe_shared(bytes.slice(at..at + len)) else {
+            self.give_back(&bytes, &body);
+            return Err(NoRequest::HandOff);
+        };
+        let mut headers = HeaderMap::with_capacity(head.count);
+        for &(name_at, name_len, value_at, value_len) in &head.headers[..head.count] {
+            let (name_at, name_len) = (usize::from(name_at), usize::from(name_len));
+            let (value_at, value_len) = (usize::from(value_at), usize::from(value_len));
+            let name = HeaderName::from_bytes(&bytes[name_at..name_at + name_len]);
+            let value = HeaderValue::from_maybe_shared(bytes.slice(value_at..value_at + value_len));
+            let (Ok(name), Ok(value)) = (name, value) else {
+                self.give_back(&bytes, &body);
+                return Err(NoRequest::HandOff);
+            };
+            headers.append(name, value);
+        }
+        let mut req = Request::new(Either::Right(Full::new(body)));
+        *req.method_mut() = head.method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        Ok((req, head.close))
+    }
+
+    /// Puts a request this loop will not take back in front of what follows it, for hyper.
+    fn give_back(&mut self, head: &[u8], body: &[u8]) {
+        let mut all = BytesMut::with_capacity(head.len() + body.len() + self.buf.len());
+        all.extend_from_slice(head);
+        all.extend_from_slice(body);
+        all.extend_from_slice(&self.buf);
+        self.buf = all;
+    }
+
+    /// Reads what the client sends while its request is answered; false once it has gone.
+    async fn read_ahead(&mut self) -> bool {
+        if self.buf.len() >= MAX_READ_AHEAD {
+            return std::future::pending().await;
+        }
+        matches!(self.read_more(READ_CHUNK).await, Ok(n) if n > 0)
+    }
+
+    /// Runs `answer` while watching the connection: `None` when the client went away first
+    /// (then `answer` is dropped, which cancels the call).
+    pub(super) async fn while_open<F: Future>(&mut self, answer: F) -> Option<F::Output> {
+        let mut answer = std::pin::pin!(answer);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut answer => return Some(out),
+                open = self.read_ahead() => if !open {
+                    return None;
+                },
+            }
+        }
+    }
+
+    /// Writes `resp`: a body of known size with `Content-Length` (in the head's write when
+    /// small), any other chunked, each frame as it comes. `close` adds `Connection: close`.
+    pub(super) async fn write_response(
+        &mut self,
+        resp: Response<ResponseBody>,
+        close: bool,
+    ) -> io::Result<()> {
+        let (parts, mut body) = resp.into_parts();
+        let status = parts.status;
+        let head = &mut self.head;
+        head.clear();
+        head.extend_from_slice(b"HTTP/1.1 ");
+        head.extend_from_slice(status.as_str().as_bytes());
+        head.push(b' ');
+        head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        head.extend_from_slice(b"\r\n");
+        for (name, value) in &parts.headers {
+            if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
+                continue;
+            }
+            head.extend_from_slice(name.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"date: ");
+        head.extend_from_slice(&date_now());
+        head.extend_from_slice(b"\r\n");
+        if close && !parts.headers.contains_key(http::header::CONNECTION) {
+            head.extend_from_slice(b"connection: close\r\n");
+        }
+        let bodiless = status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        if bodiless {
+            head.extend_from_slice(b"\r\n");
+            return self.stream.write_all(&self.head).await;
+        }
+        if let Some(size) = body.size_hint().exact() {
+            // A whole body is one frame; more are gathered.
+            let mut first = Bytes::new();
+            let mut more = Vec::new();
+            while let Some(frame) = body.frame().await {
+                if let Ok(chunk) = frame.map_err(io::Error::other)?.into_data() {
+                    if first.is_empty() {
+                        first = chunk;
+                    } else {
+                        more.push(chunk);
+                    }
+                }
+            }
+            let len = first.len() + more.iter().map(Bytes::len).sum::<usize>();
+            if len as u64 != size {
+                return Err(io::Error::other("a response body did not match its size"));
+            }
+            head.extend_from_slice(b"content-length: ");
+            head.extend_from_slice(itoa::Buffer::new().format(size).as_bytes());
+            head.extend_from_slice(b"\r\n\r\n");
+            if len <= COPY_BODY_BYTES {
+                head.extend_from_slice(&first);
+                for chunk in &more {
+                    head.extend_from_slice(chunk);
+                }
+                return self.stream.write_all(&self.head).await;
+            }
+            let mut slices = vec![IoSlice::new(&self.head), IoSlice::new(&first)];
+            slices.extend(more.iter().map(|d| IoSlice::new(d)));
+            return write_all_vectored(&mut self.stream, &mut slices).await;
+        }
+        head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+        self.stream.write_all(&self.head).await?;
+        loop {
+            let frame = tokio::select! {
+                biased;
+                frame = body.frame() => frame,
+                open = self.read_ahead() => {
+                    if !open {
+                        return Err(io::ErrorKind::ConnectionAborted.into());
+                    }
+                    continue;
+                }
+            };
+            let Some(frame) = frame else { break };
+            let Ok(data) = frame.map_err(io::Error::other)?.into_data() else {
+                continue;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            let mut size = [0u8; 18];
+            let size = chunk_size_line(data.len(), &mut size);
+            let mut slices = [
+                IoSlice::new(size),
+                IoSlice::new(&data),
+                IoSlice::new(b"\r\n"),
+            ];
+            write_all_vectored(&mut self.stream, &mut slices).await?;
+        }
+        self.stream.write_all(b"0\r\n\r\n").await
+    }
+
+    /// The connection for hyper: what was read and not used comes first.
+    pub(super) fn into_rewind(self) -> Rewind {
+        Rewind {
+            read: self.buf.freeze(),
+            stream: self.stream,
+        }
+    }
+}
+
+/// `{len:x}\r\n` without formatting machinery.
+fn chunk_size_line(len: usize, out: &mut [u8; 18]) -> &[u8] {
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
+    for i in 0..digits {
+        out[digits - 1 - i] = b"0123456789abcdef"[(len >> (4 * i)) & 0xf];
+    }
+    out[digits] = b'\r';
+    out[digits + 1] = b'\n';
+    &out[..digits + 2]
+}
+
+async fn write_all_vectored(
+    stream: &mut TcpStream,
+    mut slices: &mut [IoSlice<'_>],
+) -> io::Result<()> {
+    while !slices.is_empty() {
+        let n = stream.write_vectored(slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(())
+}
+
+/// The HTTP date of `secs` since the epoch: `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn http_date(secs: u64) -> [u8; 29] {
+    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    let days = secs / 86_400;
+    let time = secs % 86_400;
+    // Civil from days (H. Hinnant), in an era of 400 years from 0000-03-01.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+    out[..3].copy_from_slice(DAYS[(days % 7) as usize]);
+    let two = |out: &mut [u8; 29], at: usize, n: u64| {
+        out[at] = b'0' + (n / 10 % 10) as u8;
+        out[at + 1] = b'0' + (n % 10) as u8;
+    };
+    two(&mut out, 5, day);
+    out[8..11].copy_from_slice(MONTHS[(month - 1) as usize]);
+    two(&mut out, 12, year / 100);
+    two(&mut out, 14, year);
+    two(&mut out, 17, time / 3600);
+    two(&mut out, 20, time / 60 % 60);
+    two(&mut out, 23, time % 60);
+    out
+}
+
+thread_local! {
+    /// The last second formatted on this thread: a date is formatted once a second, not a request.
+    static DATE: Cell<(u64, [u8; 29])> = const { Cell::new((0, *b"Thu, 01 Jan 1970 00:00:00 GMT")) };
+}
+
+fn date_now() -> [u8; 29] {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with(|date| {
+        let (at, text) = date.get();
+        if at == secs {
+            return text;
+        }
+        let text = http_date(secs);
+        date.set((secs, text));
+        text
+    })
+}
+
+/// A connection handed to hyper: the bytes already read, then the socket.
+pub(super) struct Rewind {
+    read: Bytes,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates_are_formatted_as_rfc_9110_says() {
+        assert_eq!(&http_date(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(&http_date(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(&http_date(951_782_400), b"Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(&http_date(4_102_444_799), b"Thu, 31 Dec 2099 23:59:59 GMT");
+        // 2100 is not a leap year.
+        assert_eq!(&http_date(4_107_542_399), b"Sun, 28 Feb 2100 23:59:59 GMT");
+        assert_eq!(&http_date(4_107_542_400), b"Mon, 01 Mar 2100 00:00:00 GMT");
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex_lines() {
+        for len in [0usize, 1, 15, 16, 255, 4096, 0xabcdef, usize::MAX] {
+            let mut out = [0u8; 18];
+            assert_eq!(
+                chunk_size_line(len, &mut out),
+                format!("{len:x}\r\n").as_bytes()
+            );
+        }
+    }
+
+    #[test]
+    fn only_plain_heads_are_taken() {
+        let take = |head: &str| parse(head.as_bytes(), 100).is_ok();
+        assert!(take("POST /mcp HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}"));
+        assert!(take("GET /mcp HTTP/1.1\r\nConnection: keep-alive\r\n\r\n"));
+        // hyper's: other framings and versions, upgrades, HEAD, bad or too long lengths.
+        for other in [
+            "POST /mcp HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
+            "POST /mcp HTTP/1.1\r\nExpect: 100-continue\r\ncontent-length: 2\r\n\r\n",
+            "GET /ws HTTP/1.1\r\nupgrade: websocket\r\n\r\n",
+            "POST /mcp HTTP/1.0\r\ncontent-length: 2\r\n\r\n",
+            "HEAD /mcp HTTP/1.1\r\n\r\n",
+            "POST /mcp HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 1\r\n\r\n",
+            "POST /mcp HTTP/1.1\r\ncontent-length: +1\r\n\r\n",
+            "POST /mcp HTTP/1.1\r\ncontent-length: 101\r\n\r\n",
+            "POST /mcp HTTP/1.1\r\nbad header\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(other.as_bytes(), 100), Err(NotTaken::Other)),
+                "{other}"
+            );
+        }
+        assert!(matches!(
+            parse(b"POST /mcp HTTP/1.1\r\n", 100),
+            Err(NotTaken::Partial)
+        ));
+        let Ok(head) = parse(b"GET / HTTP/1.1\r\nconnection: foo, Close\r\n\r\n", 0) else {
+            panic!("a plain GET");
+        };
+        assert!(head.close);
+    }
+}

@@ -269,6 +269,11 @@ async fn every_framing_is_answered_in_order_on_one_connection() {
         "an HTTP/1.0 connection closes after its answer"
     );
 
+    // A head that is not HTTP: hyper's 400, then closed.
+    let mut garbage = Wire::open(gw.addr).await;
+    garbage.write(b"NOT HTTP AT ALL\r\n\r\n").await;
+    assert_eq!(garbage.response(true).await.status, 400);
+
     // `Connection: close` on the own loop: said in the answer, then closed.
     let mut closing = Wire::open(gw.addr).await;
     closing

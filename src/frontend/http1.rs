@@ -17,14 +17,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body as _;
-use http_body_util::{BodyExt, Either, Full};
+use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::ResponseBody;
 
 /// A request body: hyper's on the connections it serves, already read on this loop's.
-pub(crate) type RequestBody = Either<hyper::body::Incoming, Full<Bytes>>;
+pub(crate) enum RequestBody {
+    Hyper(hyper::body::Incoming),
+    Read(Bytes),
+}
 
 /// Larger heads go to hyper, whose limit is higher.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -212,7 +215,7 @@ impl ServerConn {
             };
             headers.append(name, value);
         }
-        let mut req = Request::new(Either::Right(Full::new(body)));
+        let mut req = Request::new(RequestBody::Read(body));
         *req.method_mut() = head.method;
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use mcp_gateway_layers::classify::{Component, ErrorClass, ErrorType, Verdict};
@@ -254,7 +254,13 @@ impl Connection {
             let held = HeldPermit {
                 _permit: held.clone(),
             };
-            async move { Ok::<_, Infallible>(frontend.route(req.map(Either::Left), peer, held).await) }
+            async move {
+                Ok::<_, Infallible>(
+                    frontend
+                        .route(req.map(RequestBody::Hyper), peer, held)
+                        .await,
+                )
+            }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(conn.into_rewind()), service)
@@ -488,8 +494,16 @@ impl Frontend {
         }
         let (parts, body) = req.into_parts();
         let limit = self.config.limits.max_message_bytes;
-        let bytes: Bytes = match Limited::new(body, limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
+        let body = match body {
+            // The own loop read it, within the limit.
+            RequestBody::Read(bytes) => Ok(bytes),
+            RequestBody::Hyper(body) => Limited::new(body, limit)
+                .collect()
+                .await
+                .map(|collected| collected.to_bytes()),
+        };
+        let bytes: Bytes = match body {
+            Ok(bytes) => bytes,
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 let err = PeekError::TooLarge { limit };
                 return Err(Box::new(self.refused(

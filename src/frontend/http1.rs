@@ -37,6 +37,8 @@ const READ_CHUNK: usize = 8 * 1024;
 const MAX_READ_AHEAD: usize = 64 * 1024;
 /// Bodies up to this size go out in the head's write.
 const COPY_BODY_BYTES: usize = 16 * 1024;
+/// The write buffer a connection keeps between answers.
+const HEAD_BUFFER_KEPT: usize = 1024;
 
 /// Why no request came from the connection's own loop.
 pub(super) enum NoRequest {
@@ -154,7 +156,7 @@ impl ServerConn {
         ServerConn {
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK),
-            head: Vec::with_capacity(256),
+            head: Vec::with_capacity(HEAD_BUFFER_KEPT),
         }
     }
 
@@ -261,6 +263,15 @@ impl ServerConn {
         resp: Response<ResponseBody>,
         close: bool,
     ) -> io::Result<()> {
+        let written = self.write(resp, close).await;
+        if self.head.capacity() > HEAD_BUFFER_KEPT {
+            // A large answer's buffer is not kept by a connection that may now idle for long.
+            self.head = Vec::with_capacity(HEAD_BUFFER_KEPT);
+        }
+        written
+    }
+
+    async fn write(&mut self, resp: Response<ResponseBody>, close: bool) -> io::Result<()> {
         let (parts, mut body) = resp.into_parts();
         let status = parts.status;
         let head = &mut self.head;
@@ -460,6 +471,10 @@ impl AsyncRead for Rewind {
             let n = self.read.len().min(buf.remaining());
             buf.put_slice(&self.read[..n]);
             self.read.advance(n);
+            if self.read.is_empty() {
+                // Frees the loop's read buffer, which an upgraded WebSocket would keep for its life.
+                self.read = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.stream).poll_read(cx, buf)
@@ -509,6 +524,64 @@ mod tests {
         // 2100 is not a leap year.
         assert_eq!(&http_date(4_107_542_399), b"Sun, 28 Feb 2100 23:59:59 GMT");
         assert_eq!(&http_date(4_107_542_400), b"Mon, 01 Mar 2100 00:00:00 GMT");
+    }
+
+    #[tokio::test]
+    async fn a_handed_off_connection_reads_what_was_read_first_then_lets_it_go() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let read_first = Bytes::from(b"GET /ws HTTP/1.1\r\n".to_vec());
+        let mut rewind = Rewind {
+            read: read_first.clone(),
+            stream: server,
+        };
+        client.write_all(b"then the socket").await.unwrap();
+        let mut got = vec![0u8; 4];
+        rewind.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, b"GET ");
+        let mut rest = vec![0u8; 14];
+        rewind.read_exact(&mut rest).await.unwrap();
+        assert_eq!(rest, b"/ws HTTP/1.1\r\n");
+        // Used up, the buffer is no longer held: a WebSocket would keep it for its life.
+        assert!(read_first.is_unique());
+        let mut after = vec![0u8; 15];
+        rewind.read_exact(&mut after).await.unwrap();
+        assert_eq!(after, b"then the socket");
+    }
+
+    #[tokio::test]
+    async fn whole_bodies_go_out_with_their_length_and_large_ones_leave_no_buffer_behind() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let mut conn = ServerConn::new(listener.accept().await.unwrap().0);
+        // One copied into the head's write, one written beside it.
+        for size in [10_000usize, 40_000] {
+            let body = Bytes::from(vec![b'x'; size]);
+            let resp = Response::new(crate::frontend::body::full(body.clone()));
+            conn.write_response(resp, false).await.unwrap();
+            assert!(conn.head.capacity() <= HEAD_BUFFER_KEPT);
+            let mut wire = vec![0u8; 0];
+            while !wire.ends_with(&body) {
+                let mut chunk = vec![0u8; 65_536];
+                let n = client.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "closed early");
+                wire.extend_from_slice(&chunk[..n]);
+            }
+            let text = String::from_utf8(wire).unwrap();
+            let (head, rest) = text.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+            assert!(
+                head.contains(&format!("\r\ncontent-length: {size}")),
+                "{head}"
+            );
+            assert!(head.contains("\r\ndate: "), "{head}");
+            assert_eq!(rest.len(), size);
+        }
     }
 
     #[test]

@@ -152,6 +152,22 @@ fn parse(buf: &[u8], max_body: usize) -> Result<Head, NotTaken> {
     Ok(head)
 }
 
+/// MCP's own header names, which `http` does not know, without the allocation of a custom name.
+const MCP_HEADERS: [HeaderName; 2] = [
+    super::streamable_http::MCP_SESSION_ID,
+    super::streamable_http::MCP_PROTOCOL_VERSION,
+];
+
+fn header_name(name: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    match MCP_HEADERS
+        .iter()
+        .find(|known| known.as_str().as_bytes().eq_ignore_ascii_case(name))
+    {
+        Some(known) => Ok(known.clone()),
+        None => HeaderName::from_bytes(name),
+    }
+}
+
 impl ServerConn {
     pub(super) fn new(stream: TcpStream) -> Self {
         ServerConn {
@@ -210,7 +226,7 @@ impl ServerConn {
         for &(name_at, name_len, value_at, value_len) in &head.headers[..head.count] {
             let (name_at, name_len) = (usize::from(name_at), usize::from(name_len));
             let (value_at, value_len) = (usize::from(value_at), usize::from(value_len));
-            let name = HeaderName::from_bytes(&bytes[name_at..name_at + name_len]);
+            let name = header_name(&bytes[name_at..name_at + name_len]);
             let value = HeaderValue::from_maybe_shared(bytes.slice(value_at..value_at + value_len));
             let (Ok(name), Ok(value)) = (name, value) else {
                 self.give_back(&bytes, &body);
@@ -244,8 +260,10 @@ impl ServerConn {
 
     /// Runs `answer` while watching the connection: `None` when the client went away first
     /// (then `answer` is dropped, which cancels the call).
-    pub(super) async fn while_open<F: Future>(&mut self, answer: F) -> Option<F::Output> {
-        let mut answer = std::pin::pin!(answer);
+    pub(super) async fn while_open<F: Future>(
+        &mut self,
+        mut answer: Pin<&mut F>,
+    ) -> Option<F::Output> {
         loop {
             tokio::select! {
                 biased;
@@ -585,6 +603,19 @@ mod tests {
             assert!(head.contains("\r\ndate: "), "{head}");
             assert_eq!(rest.len(), size);
         }
+    }
+
+    #[test]
+    fn header_names_are_read_whatever_their_case() {
+        for (raw, name) in [
+            ("Mcp-Session-Id", "mcp-session-id"),
+            ("MCP-PROTOCOL-VERSION", "mcp-protocol-version"),
+            ("Content-Type", "content-type"),
+            ("X-Custom", "x-custom"),
+        ] {
+            assert_eq!(header_name(raw.as_bytes()).unwrap().as_str(), name);
+        }
+        assert!(header_name(b"bad name").is_err());
     }
 
     #[test]

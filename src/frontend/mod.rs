@@ -310,10 +310,9 @@ async fn own_loop(
         let held = HeldPermit {
             _permit: permit.clone(),
         };
-        let Some(resp) = conn
-            .while_open(frontend.clone().route(req, peer, held))
-            .await
-        else {
+        // Pinned where it is made: the route's future is large, and moving it costs a copy.
+        let route = std::pin::pin!(frontend.clone().route(req, peer, held));
+        let Some(resp) = conn.while_open(route).await else {
             return false;
         };
         let close = close || state.draining.load(Relaxed);

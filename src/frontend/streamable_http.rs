@@ -20,8 +20,8 @@ use crate::lock;
 use crate::mcp::{ClientTransport, Outbox, SUPPORTED_PROTOCOL_VERSIONS, Session};
 
 // Named once: a lookup by a string parses the name every time.
-const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
-const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+pub(super) const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+pub(super) const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 
 /// The server's own messages for one session, numbered, the last few kept for resumption.
 struct EventLog {

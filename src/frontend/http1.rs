@@ -34,6 +34,8 @@ pub(crate) enum RequestBody {
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
 const READ_CHUNK: usize = 8 * 1024;
+/// The least room a read is given: most heads fit, and a buffer serves many requests.
+const MIN_READ_ROOM: usize = 1024;
 /// Read ahead of the request being answered: a pipelined request, or the client going away.
 const MAX_READ_AHEAD: usize = 64 * 1024;
 /// Bodies up to this size go out in the head's write.
@@ -182,8 +184,12 @@ impl ServerConn {
         self.buf.is_empty()
     }
 
-    async fn read_more(&mut self, at_least: usize) -> io::Result<usize> {
-        self.buf.reserve(at_least.max(READ_CHUNK));
+    /// Reads into the buffer's spare room, made at least `room` (a new `READ_CHUNK` only when
+    /// less is left: requests already handed on still hold the buffer's earlier part).
+    async fn read_more(&mut self, room: usize) -> io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < room {
+            self.buf.reserve(room.max(READ_CHUNK));
+        }
         self.stream.read_buf(&mut self.buf).await
     }
 
@@ -204,7 +210,7 @@ impl ServerConn {
                     Err(NotTaken::Partial) => {}
                 }
             }
-            if !matches!(self.read_more(READ_CHUNK).await, Ok(n) if n > 0) {
+            if !matches!(self.read_more(MIN_READ_ROOM).await, Ok(n) if n > 0) {
                 return Err(NoRequest::Closed);
             }
         };
@@ -255,7 +261,7 @@ impl ServerConn {
         if self.buf.len() >= MAX_READ_AHEAD {
             return std::future::pending().await;
         }
-        matches!(self.read_more(READ_CHUNK).await, Ok(n) if n > 0)
+        matches!(self.read_more(MIN_READ_ROOM).await, Ok(n) if n > 0)
     }
 
     /// Runs `answer` while watching the connection: `None` when the client went away first

@@ -5,7 +5,7 @@
 //! 16 KiB, a body over the message limit. Those answers and refusals stay hyper's.
 //!
 //! Why: hyper's connection machinery (dispatcher, buffered I/O, its body channel) was 11.9k of
-//! the 47.8k instructions a proxied call cost; this loop's part is 8.9k of 43.3k (callgrind,
+//! the 47.8k instructions a proxied call cost; this loop's part is 8.0k of 42.4k (callgrind,
 //! `docs/PERFORMANCE.md`).
 
 use std::cell::Cell;

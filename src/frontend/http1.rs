@@ -80,7 +80,8 @@ fn offset(buf: &[u8], part: &[u8]) -> u16 {
     (part.as_ptr() as usize - buf.as_ptr() as usize) as u16
 }
 
-fn has_token(value: &[u8], token: &str) -> bool {
+/// Whether a comma-separated header value names `token` (case-insensitively).
+pub(super) fn has_token(value: &[u8], token: &str) -> bool {
     value
         .split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
@@ -611,6 +612,42 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_head_the_http_types_refuse_goes_back_whole_for_hyper() {
+        let (mut client, server) = loopback_pair().await;
+        let mut conn = ServerConn::new(server);
+        let sent = b"POST /a<b> HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}GET / HTTP/1.1\r\n\r\n";
+        client.write_all(sent).await.unwrap();
+        while conn.buf.len() < sent.len() {
+            conn.read_more(MIN_READ_ROOM).await.unwrap();
+        }
+        assert!(matches!(
+            conn.next_request(100).await,
+            Err(NoRequest::HandOff)
+        ));
+        assert_eq!(&conn.buf[..], sent);
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_content_goes_out_without_framing() {
+        let (mut client, server) = loopback_pair().await;
+        let mut conn = ServerConn::new(server);
+        let mut resp = Response::new(crate::frontend::body::full(Bytes::new()));
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        conn.write_response(resp, false).await.unwrap();
+        let mut wire = Vec::new();
+        while !wire.ends_with(b"\r\n\r\n") {
+            let mut chunk = [0u8; 1024];
+            let n = client.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed early");
+            wire.extend_from_slice(&chunk[..n]);
+        }
+        let head = String::from_utf8(wire).unwrap();
+        assert!(head.starts_with("HTTP/1.1 204 No Content\r\n"), "{head}");
+        assert!(!head.contains("content-length"), "{head}");
+        assert!(!head.contains("transfer-encoding"), "{head}");
+    }
+
     #[test]
     fn header_names_are_read_whatever_their_case() {
         for (raw, name) in [
@@ -647,6 +684,7 @@ mod tests {
             "GET /ws HTTP/1.1\r\nupgrade: websocket\r\n\r\n",
             "POST /mcp HTTP/1.0\r\ncontent-length: 2\r\n\r\n",
             "HEAD /mcp HTTP/1.1\r\n\r\n",
+            "CONNECT example.com:443 HTTP/1.1\r\n\r\n",
             "POST /mcp HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 1\r\n\r\n",
             "POST /mcp HTTP/1.1\r\ncontent-length: +1\r\n\r\n",
             "POST /mcp HTTP/1.1\r\ncontent-length: 101\r\n\r\n",

@@ -52,10 +52,10 @@ fn send_close(
 }
 
 fn header_has(headers: &http::HeaderMap, name: http::HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    })
+    headers
+        .get_all(name)
+        .iter()
+        .any(|v| super::http1::has_token(v.as_bytes(), token))
 }
 
 impl Frontend {

@@ -132,6 +132,10 @@ pub struct LimitsConfig {
     /// Largest accepted message, in bytes (HTTP bodies, WebSocket messages, stdio lines).
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// A connection waiting for a request (new, or idle after an answer) must deliver it whole
+    /// within this many seconds, else it is closed (408 first when part of it arrived).
+    #[serde(default = "default_request_read_timeout_secs")]
+    pub request_read_timeout_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -141,6 +145,7 @@ impl Default for LimitsConfig {
             max_connections_per_ip: default_max_connections_per_ip(),
             max_in_flight: default_max_in_flight(),
             max_message_bytes: default_max_message_bytes(),
+            request_read_timeout_secs: default_request_read_timeout_secs(),
         }
     }
 }
@@ -311,6 +316,11 @@ fn default_max_in_flight() -> usize {
 fn default_max_message_bytes() -> usize {
     4 << 20
 }
+/// A deadline this far ahead still fits the clock's arithmetic.
+const MAX_REQUEST_READ_TIMEOUT_SECS: u64 = 86_400;
+fn default_request_read_timeout_secs() -> u64 {
+    30
+}
 fn default_session_idle_secs() -> u64 {
     1_800
 }
@@ -475,8 +485,14 @@ impl Config {
         if self.limits.max_connections == 0
             || self.limits.max_connections_per_ip == 0
             || self.limits.max_in_flight == 0
+            || self.limits.request_read_timeout_secs == 0
         {
             return Err(invalid("limits: every limit must be at least 1"));
+        }
+        if self.limits.request_read_timeout_secs > MAX_REQUEST_READ_TIMEOUT_SECS {
+            return Err(invalid(format!(
+                "limits.request_read_timeout_secs: at most {MAX_REQUEST_READ_TIMEOUT_SECS} (a day)"
+            )));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, b) in self.backends.iter().enumerate() {
@@ -661,6 +677,11 @@ mod tests {
                 "transport",
             ),
             ("limits:\n  max_in_flight: 0\n", "limits"),
+            ("limits:\n  request_read_timeout_secs: 0\n", "limits"),
+            (
+                "limits:\n  request_read_timeout_secs: 86401\n",
+                "limits.request_read_timeout_secs",
+            ),
             ("listen: nowhere\n", "listen"),
         ];
         for (yaml, key) in cases {

@@ -1,7 +1,8 @@
 //! The frontend's HTTP/1.1 over raw sockets: requests its own loop answers (pipelined, with
 //! `Connection: close`, streamed as SSE) and those it hands to hyper with the bytes it read
 //! (chunked and `Expect` bodies, HTTP/1.0, `HEAD`, a large head), in order on one connection;
-//! and a client that goes away mid-call cancels the call at the backend.
+//! a client that goes away mid-call cancels the call at the backend; and a request that does not
+//! arrive within `limits.request_read_timeout_secs` is refused (408) or its connection closed.
 
 mod support;
 
@@ -313,5 +314,149 @@ async fn a_client_that_goes_away_mid_call_cancels_it_at_the_backend() {
             "the backend was never told the call was cancelled"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads until the connection closes; how long that took, or `None` when bytes came instead.
+async fn closes_within(wire: &mut Wire, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut chunk = [0u8; 1024];
+    match tokio::time::timeout(limit, wire.stream.read(&mut chunk)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => Some(started.elapsed()),
+        Ok(Ok(n)) => panic!(
+            "bytes instead of the end: {:?}",
+            String::from_utf8_lossy(&chunk[..n])
+        ),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_does_not_arrive_in_time_is_refused_and_its_connection_closed() {
+    let gw = gateway(&format!(
+        "limits: {{request_read_timeout_secs: 1}}\nbackends:\n  - {{namespace: a, transport: stdio, command: {}, args: [demo-server, stdio]}}\n",
+        gateway_exe()
+    ))
+    .await;
+    let session = HttpClient::connect(gw.addr).await.session;
+    let within = Duration::from_secs(5);
+    let bound = |took: Option<Duration>, what: &str| {
+        let took = took.unwrap_or_else(|| panic!("{what}: still open after {within:?}"));
+        assert!(
+            took >= Duration::from_millis(800),
+            "{what}: closed after {took:?}, before the timeout"
+        );
+    };
+
+    let silent = async {
+        // Nothing sent at all: closed without an answer.
+        let mut wire = Wire::open(gw.addr).await;
+        bound(
+            closes_within(&mut wire, within).await,
+            "a silent connection",
+        );
+    };
+    let idle_after_answer = async {
+        // Answered, then idle: closed without an answer, timed from the answer.
+        let mut wire = Wire::open(gw.addr).await;
+        wire.write(post(&session, "", &ping(1)).as_bytes()).await;
+        assert_eq!(wire.response(false).await.status, 200);
+        bound(
+            closes_within(&mut wire, within).await,
+            "an idle keep-alive connection",
+        );
+    };
+    let refused = |partial: String| async move {
+        let mut wire = Wire::open(gw.addr).await;
+        wire.write(partial.as_bytes()).await;
+        let r = wire.response(false).await;
+        assert_eq!(r.status, 408, "{:?}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.header("connection"), Some("close"));
+        assert_eq!(r.json()["error"]["code"], -32008, "{}", r.json());
+        assert!(wire.closed().await, "closed after the 408");
+    };
+    let slow_call = async {
+        // Answering is not reading: a call longer than the timeout is answered.
+        let mut wire = Wire::open(gw.addr).await;
+        let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "a__sleep", "arguments": {"ms": 1500}}}).to_string();
+        wire.write(post(&session, "", &call).as_bytes()).await;
+        let r = wire.response(false).await;
+        assert_eq!(
+            (r.status, r.json()["result"].is_object()),
+            (200, true),
+            "{}",
+            r.json()
+        );
+    };
+    let handed_off = async {
+        // A chunked body goes to hyper, whose head timeout then closes the idle connection.
+        let mut wire = Wire::open(gw.addr).await;
+        let body = ping(3);
+        wire.write(
+            format!(
+                "POST /mcp HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nmcp-session-id: {session}\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await;
+        assert_eq!(wire.response(false).await.status, 200);
+        wire.write(b"POST /mcp HTTP/1.1\r\nhost: x\r\n").await;
+        bound(
+            closes_within(&mut wire, within).await,
+            "a handed-off connection with half a head",
+        );
+    };
+    tokio::join!(
+        silent,
+        idle_after_answer,
+        // Half a head; then a whole head with part of its body.
+        refused("POST /mcp HTTP/1.1\r\nhost: x\r\n".to_owned()),
+        refused(format!(
+            "POST /mcp HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nmcp-session-id: {session}\r\ncontent-length: 100\r\n\r\n{{\"jsonrpc\""
+        )),
+        slow_call,
+        handed_off,
+    );
+
+    let mut metrics = support::Conn::open(gw.metrics, None).await;
+    let text = String::from_utf8_lossy(&metrics.get("/metrics", &[]).await.body).into_owned();
+    assert_eq!(
+        sample(
+            &text,
+            r#"gateway_errors_total{error_type="timeout",component="client",severity="medium",http_status="408",retryable="true"}"#
+        ),
+        Some(2.0),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_connection_over_the_limit_is_closed_in_time_too() {
+    let gw = gateway(&format!(
+        "limits: {{max_connections: 3, request_read_timeout_secs: 1}}\nbackends:\n  - {{namespace: a, transport: stdio, command: {}, args: [demo-server, stdio]}}\n",
+        gateway_exe()
+    ))
+    .await;
+    // The client's connection and two calls longer than the timeout fill the limit.
+    let http = HttpClient::connect(gw.addr).await;
+    let mut busy = Vec::new();
+    for id in [1, 2] {
+        let mut wire = Wire::open(gw.addr).await;
+        let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "a__sleep", "arguments": {"ms": 3000}}}).to_string();
+        wire.write(post(&http.session, "", &call).as_bytes()).await;
+        busy.push(wire);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Half a head: under the limit it would hear 408 (above); over it, hyper's head timeout
+    // closes it without an answer (no bytes, which `closes_within` would refuse).
+    let mut over = Wire::open(gw.addr).await;
+    over.write(b"POST /mcp HTTP/1.1\r\nhost: x\r\n").await;
+    let took = closes_within(&mut over, Duration::from_millis(2500))
+        .await
+        .expect("the connection over the limit is closed before the calls end");
+    assert!(took >= Duration::from_millis(800), "closed after {took:?}");
+    for mut wire in busy {
+        assert_eq!(wire.response(false).await.status, 200);
     }
 }

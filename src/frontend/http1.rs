@@ -7,13 +7,16 @@
 //! Why: hyper's connection machinery (dispatcher, buffered I/O, its body channel) was 11.9k of
 //! the 47.8k instructions a proxied call cost; this loop's part is 8.0k of 42.4k (callgrind,
 //! `docs/PERFORMANCE.md`).
+//!
+//! A request must arrive whole within the request read timeout of the loop starting to wait for
+//! it (on a new connection, or after the last answer); while an answer is made, nothing is timed.
 
 use std::cell::Cell;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
@@ -21,6 +24,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use super::ResponseBody;
 
@@ -49,6 +53,8 @@ pub(super) enum NoRequest {
     HandOff,
     /// The client closed, or the socket failed, between requests.
     Closed,
+    /// The request waited for since then did not arrive whole within the read timeout.
+    TimedOut(std::time::Instant),
 }
 
 /// One client connection, with what was read and not yet used.
@@ -56,6 +62,55 @@ pub(super) struct ServerConn {
     stream: TcpStream,
     buf: BytesMut,
     head: Vec<u8>,
+    deadline: ReadDeadline,
+}
+
+/// When a request being waited for is late. One timer for the connection's life, re-armed at
+/// most once a timeout: a wait reads the clock and one atomic, and does not touch the timer
+/// wheel (the hot path stays off its lock).
+struct ReadDeadline {
+    timeout: Duration,
+    timer: Pin<Box<Sleep>>,
+    /// The timer holds the connection task's waker: it was polled since it was last armed. The
+    /// task is the same for the connection's life, so that waker stays the one to wake.
+    watching: bool,
+}
+
+impl ReadDeadline {
+    fn new(timeout: Duration) -> Self {
+        ReadDeadline {
+            timeout,
+            timer: Box::pin(tokio::time::sleep(timeout)),
+            watching: false,
+        }
+    }
+
+    /// Ready once `timeout` has passed since `since`.
+    fn poll_passed(&mut self, since: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.watching && !self.timer.is_elapsed() {
+                return Poll::Pending;
+            }
+            // Outside the task's budget: a poll the budget refused would not hand the timer the
+            // waker, and the timer would then never be polled again.
+            let timer = &mut self.timer;
+            let poll_timer = std::future::poll_fn(|cx| timer.as_mut().poll(cx));
+            if std::pin::pin!(tokio::task::unconstrained(poll_timer))
+                .poll(cx)
+                .is_pending()
+            {
+                self.watching = true;
+                return Poll::Pending;
+            }
+            // It went off for an earlier wait: on to this wait's own deadline.
+            let deadline = since + self.timeout;
+            if Instant::now() >= deadline {
+                return Poll::Ready(());
+            }
+            self.timer.as_mut().reset(deadline);
+            self.watching = false;
+        }
+    }
 }
 
 /// A head this loop takes: where its parts are in the buffer (a head is under 16 KiB, so
@@ -172,11 +227,13 @@ fn header_name(name: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderNam
 }
 
 impl ServerConn {
-    pub(super) fn new(stream: TcpStream) -> Self {
+    /// A connection whose requests must each arrive within `read_timeout`.
+    pub(super) fn new(stream: TcpStream, read_timeout: Duration) -> Self {
         ServerConn {
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK),
             head: Vec::with_capacity(HEAD_BUFFER_KEPT),
+            deadline: ReadDeadline::new(read_timeout),
         }
     }
 
@@ -188,10 +245,34 @@ impl ServerConn {
     /// Reads into the buffer's spare room, made at least `room` (a new `READ_CHUNK` only when
     /// less is left: requests already handed on still hold the buffer's earlier part).
     async fn read_more(&mut self, room: usize) -> io::Result<usize> {
+        self.make_room(room);
+        self.stream.read_buf(&mut self.buf).await
+    }
+
+    fn make_room(&mut self, room: usize) {
         if self.buf.capacity() - self.buf.len() < room {
             self.buf.reserve(room.max(READ_CHUNK));
         }
-        self.stream.read_buf(&mut self.buf).await
+    }
+
+    /// [`read_more`](Self::read_more) for a request the loop has waited for since `since`:
+    /// `TimedOut` once the read timeout has passed, `Closed` at the end of the stream.
+    async fn read_request(&mut self, room: usize, since: Instant) -> Result<(), NoRequest> {
+        self.make_room(room);
+        let mut read = std::pin::pin!(self.stream.read_buf(&mut self.buf));
+        let deadline = &mut self.deadline;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(read) = read.as_mut().poll(cx) {
+                return Poll::Ready(match read {
+                    Ok(n) if n > 0 => Ok(()),
+                    _ => Err(NoRequest::Closed),
+                });
+            }
+            deadline
+                .poll_passed(since, cx)
+                .map(|()| Err(NoRequest::TimedOut(since.into_std())))
+        })
+        .await
     }
 
     /// Reads the next request, with its whole body (at most `max_body` bytes), and whether the
@@ -200,6 +281,7 @@ impl ServerConn {
         &mut self,
         max_body: usize,
     ) -> Result<(Request<RequestBody>, bool), NoRequest> {
+        let since = Instant::now();
         let head = loop {
             if !self.buf.is_empty() {
                 match parse(&self.buf, max_body) {
@@ -211,16 +293,12 @@ impl ServerConn {
                     Err(NotTaken::Partial) => {}
                 }
             }
-            if !matches!(self.read_more(MIN_READ_ROOM).await, Ok(n) if n > 0) {
-                return Err(NoRequest::Closed);
-            }
+            self.read_request(MIN_READ_ROOM, since).await?;
         };
         let total = head.len + head.content_length;
         while self.buf.len() < total {
             let missing = total - self.buf.len();
-            if !matches!(self.read_more(missing).await, Ok(n) if n > 0) {
-                return Err(NoRequest::Closed);
-            }
+            self.read_request(missing, since).await?;
         }
         let bytes = self.buf.split_to(head.len).freeze();
         let body = self.buf.split_to(head.content_length).freeze();
@@ -562,6 +640,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_wait_for_a_request_has_the_whole_timeout_from_its_start() {
+        let timeout = Duration::from_millis(300);
+        let (mut client, server) = loopback_pair().await;
+        let mut conn = ServerConn::new(server, timeout);
+        client
+            .write_all(b"GET /mcp HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(conn.next_request(100).await.is_ok());
+        // An answer that takes most of the timeout: the timer armed at the connection's start
+        // goes off early in the next wait, which still gets its whole timeout.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let waiting = Instant::now();
+        client.write_all(b"GET /mcp HTTP/1.1\r\n").await.unwrap();
+        assert!(matches!(
+            conn.next_request(100).await,
+            Err(NoRequest::TimedOut(_))
+        ));
+        let waited = waiting.elapsed();
+        assert!(
+            waited >= timeout && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
+        assert!(!conn.is_idle(), "the partial head is kept, for the 408");
+    }
+
+    #[tokio::test]
     async fn a_handed_off_connection_reads_what_was_read_first_then_lets_it_go() {
         let (mut client, server) = loopback_pair().await;
         let read_first = Bytes::from(b"GET /ws HTTP/1.1\r\n".to_vec());
@@ -586,7 +691,7 @@ mod tests {
     #[tokio::test]
     async fn whole_bodies_go_out_with_their_length_and_large_ones_leave_no_buffer_behind() {
         let (mut client, server) = loopback_pair().await;
-        let mut conn = ServerConn::new(server);
+        let mut conn = ServerConn::new(server, Duration::from_secs(30));
         // One copied into the head's write, one written beside it.
         for size in [10_000usize, 40_000] {
             let body = Bytes::from(vec![b'x'; size]);
@@ -615,7 +720,7 @@ mod tests {
     #[tokio::test]
     async fn a_head_the_http_types_refuse_goes_back_whole_for_hyper() {
         let (mut client, server) = loopback_pair().await;
-        let mut conn = ServerConn::new(server);
+        let mut conn = ServerConn::new(server, Duration::from_secs(30));
         let sent = b"POST /a<b> HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}GET / HTTP/1.1\r\n\r\n";
         client.write_all(sent).await.unwrap();
         while conn.buf.len() < sent.len() {
@@ -631,7 +736,7 @@ mod tests {
     #[tokio::test]
     async fn an_answer_without_content_goes_out_without_framing() {
         let (mut client, server) = loopback_pair().await;
-        let mut conn = ServerConn::new(server);
+        let mut conn = ServerConn::new(server, Duration::from_secs(30));
         let mut resp = Response::new(crate::frontend::body::full(Bytes::new()));
         *resp.status_mut() = StatusCode::NO_CONTENT;
         conn.write_response(resp, false).await.unwrap();

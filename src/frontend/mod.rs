@@ -167,6 +167,8 @@ pub async fn serve(
             }
             Err(rejected) => {
                 let io = TokioIo::new(stream);
+                let mut http1 = frontend.hyper_http1();
+                http1.keep_alive(false);
                 tokio::spawn(async move {
                     let service =
                         hyper::service::service_fn(move |_req: Request<Incoming>| async move {
@@ -178,10 +180,7 @@ pub async fn serve(
                             );
                             Ok::<_, Infallible>(resp)
                         });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(false)
-                        .serve_connection(io, service)
-                        .await;
+                    let _ = http1.serve_connection(io, service).await;
                 });
             }
         }
@@ -227,7 +226,7 @@ impl Connection {
         } = self;
         // Shared with an upgraded WebSocket, which outlives this HTTP connection.
         let permit = Arc::new(permit);
-        let mut conn = http1::ServerConn::new(stream);
+        let mut conn = http1::ServerConn::new(stream, frontend.request_read_timeout());
         let state = LoopState::default();
         let handed_off = {
             let own = own_loop(&frontend, &mut conn, peer, &permit, &state);
@@ -249,6 +248,7 @@ impl Connection {
             return;
         }
         let held = permit.clone();
+        let http1 = frontend.hyper_http1();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let frontend = frontend.clone();
             let held = HeldPermit {
@@ -262,7 +262,7 @@ impl Connection {
                 )
             }
         });
-        let conn = hyper::server::conn::http1::Builder::new()
+        let conn = http1
             .serve_connection(TokioIo::new(conn.into_rewind()), service)
             .with_upgrades();
         tokio::pin!(conn);
@@ -306,6 +306,17 @@ async fn own_loop(
             Ok(request) => request,
             Err(http1::NoRequest::Closed) => return false,
             Err(http1::NoRequest::HandOff) => return true,
+            Err(http1::NoRequest::TimedOut(waiting_since)) => {
+                // An idle connection just closes; one that sent part of a request hears why.
+                if !conn.is_idle() {
+                    let timeout = frontend.request_read_timeout();
+                    let class = client_error(ErrorType::Timeout, StatusCode::REQUEST_TIMEOUT);
+                    let why = format!("the request did not arrive within {} s", timeout.as_secs());
+                    let resp = frontend.refused(&class, &why, waiting_since);
+                    let _ = tokio::time::timeout(timeout, conn.write_response(resp, true)).await;
+                }
+                return false;
+            }
         };
         let held = HeldPermit {
             _permit: permit.clone(),
@@ -407,6 +418,21 @@ impl Frontend {
         }
         let _in_flight = self.requests.track();
         session.handle(msg, ctx).await
+    }
+
+    /// How long a connection may take to deliver a request, idle wait included.
+    fn request_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.limits.request_read_timeout_secs)
+    }
+
+    /// hyper's HTTP/1.1 server as the frontend runs it: the same request read timeout as the own
+    /// loop, though hyper bounds only the head, and closes without an answer when it passes.
+    fn hyper_http1(&self) -> hyper::server::conn::http1::Builder {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(self.request_read_timeout());
+        builder
     }
 
     /// Counts a request the frontend refused before any layer saw it.

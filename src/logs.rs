@@ -251,6 +251,11 @@ where
 fn line_start(line: &mut Vec<u8>, level: &tracing::Level, target: &str) {
     line.extend_from_slice(b"{\"timestamp\":\"");
     rfc3339_now(line);
+    level_and_target(line, level, target);
+}
+
+/// `","level":…,"target":…`: the rest of a line's start after the timestamp.
+fn level_and_target(line: &mut Vec<u8>, level: &tracing::Level, target: &str) {
     line.extend_from_slice(b"\",\"level\":\"");
     line.extend_from_slice(level.as_str().as_bytes());
     line.extend_from_slice(b"\",\"target\":");
@@ -390,67 +395,82 @@ impl RequestLogSink for JsonRequestLog {
     }
 }
 
-/// A request's line, in the order the event's fields are declared.
+/// A request's line, in the order the event's fields are declared. Straight-line, with each
+/// member's name and quote written as one constant: every request writes one.
 fn request_line(line: &mut Vec<u8>, record: &RequestLogRecord<'_>) {
-    /// `,"name":` then the value as `value` writes it.
-    fn member(line: &mut Vec<u8>, name: &str, value: impl FnOnce(&mut Vec<u8>)) {
-        push_member_name(line, name);
-        value(line);
-    }
-    /// A value the metrics layer makes itself (hex ids, method, status and error labels): copied
-    /// without the escape check, which debug builds (the tests) still make.
-    fn plain(line: &mut Vec<u8>, value: &str) {
+    /// `,"name":` and a value the gateway makes itself (hex ids, labels, an address, the
+    /// message): copied without the escape check, which debug builds (the tests) still make.
+    #[inline(always)]
+    fn plain(line: &mut Vec<u8>, member: &[u8], value: &str) {
         debug_assert!(mcp_gateway_layers::jsonrpc::needs_no_escape(
             value.as_bytes()
         ));
+        line.extend_from_slice(member);
         line.push(b'"');
         line.extend_from_slice(value.as_bytes());
         line.push(b'"');
     }
-    line_start(line, &record.level(), REQUEST_LOG_TARGET);
-    type Write = fn(&mut Vec<u8>, &str);
-    let strings: [(&str, Option<&str>, Write); 8] = [
-        ("trace_id", record.trace_id, plain),
-        ("span_id", record.span_id, plain),
-        ("session_id", record.session_id, push_json_string),
-        ("request_id", record.request_id, push_json_string),
-        ("method", Some(record.method), plain),
-        ("namespace", Some(record.namespace), push_json_string),
-        ("backend", Some(record.namespace), push_json_string),
-        ("status", Some(record.status), plain),
-    ];
-    for (name, value, write) in strings {
-        if let Some(value) = value {
-            member(line, name, |l| write(l, value));
-        }
+    /// `,"name":` and a value that may need escaping (a client's session or request id).
+    #[inline(always)]
+    fn string(line: &mut Vec<u8>, member: &[u8], value: &str) {
+        line.extend_from_slice(member);
+        push_json_string(line, value);
     }
-    member(line, "duration_ms", |l| {
-        let _ = serde_json::to_writer(l, &record.duration_ms);
-    });
+    line.extend_from_slice(b"{\"timestamp\":\"");
+    rfc3339_now(line);
+    line.extend_from_slice(request_level_and_target(record.failure.is_some()));
+    if let Some(id) = record.trace_id {
+        plain(line, b",\"trace_id\":", id);
+    }
+    if let Some(id) = record.span_id {
+        plain(line, b",\"span_id\":", id);
+    }
+    if let Some(id) = record.session_id {
+        string(line, b",\"session_id\":", id);
+    }
+    if let Some(id) = record.request_id {
+        string(line, b",\"request_id\":", id);
+    }
+    plain(line, b",\"method\":", record.method);
+    string(line, b",\"namespace\":", record.namespace);
+    string(line, b",\"backend\":", record.namespace);
+    plain(line, b",\"status\":", record.status);
+    line.extend_from_slice(b",\"duration_ms\":");
+    let _ = serde_json::to_writer(&mut *line, &record.duration_ms);
     if let Some(addr) = record.client_addr {
-        member(line, "client_addr", |l| push_json_string(l, addr));
+        plain(line, b",\"client_addr\":", addr);
     }
     if let Some(class) = record.failure {
-        for (name, value) in [
-            ("error_type", class.error_type.as_str()),
-            ("severity", class.severity.as_str()),
-            ("component", class.component.as_str()),
-        ] {
-            member(line, name, |l| plain(l, value));
-        }
-        member(line, "retryable", |l| {
-            l.extend_from_slice(if class.retryable { b"true" } else { b"false" })
+        plain(line, b",\"error_type\":", class.error_type.as_str());
+        plain(line, b",\"severity\":", class.severity.as_str());
+        plain(line, b",\"component\":", class.component.as_str());
+        line.extend_from_slice(if class.retryable {
+            b",\"retryable\":true"
+        } else {
+            b",\"retryable\":false"
         });
-        member(line, "http_status", |l| {
-            l.extend_from_slice(
-                itoa::Buffer::new()
-                    .format(class.http_status.as_u16())
-                    .as_bytes(),
-            )
-        });
+        line.extend_from_slice(b",\"http_status\":");
+        line.extend_from_slice(
+            itoa::Buffer::new()
+                .format(class.http_status.as_u16())
+                .as_bytes(),
+        );
     }
-    member(line, "msg", |l| push_json_string(l, record.message()));
+    plain(line, b",\"msg\":", record.message());
     line.extend_from_slice(b"}\n");
+}
+
+/// A request line's `","level":…,"target":…`, made once per level: the target is the same on
+/// every request line.
+fn request_level_and_target(failed: bool) -> &'static [u8] {
+    static PARTS: std::sync::LazyLock<[Vec<u8>; 2]> = std::sync::LazyLock::new(|| {
+        [tracing::Level::INFO, tracing::Level::WARN].map(|level| {
+            let mut part = Vec::new();
+            level_and_target(&mut part, &level, REQUEST_LOG_TARGET);
+            part
+        })
+    });
+    &PARTS[usize::from(failed)]
 }
 
 /// Writes whatever log lines are still buffered (call before the process exits).

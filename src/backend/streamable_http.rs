@@ -54,9 +54,23 @@ pub(super) fn trace_headers(msg: &Message, request: &mut Request<'_>) {
 
 /// Whether `value` may be a header value: no control characters but tab.
 fn is_header_value(value: &str) -> bool {
-    // Counted, not searched: the loop has no early exit, so it runs many bytes a step.
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES * 0x80;
     let refused = |&b: &u8| (b < 0x20 && b != b'\t') || b == 0x7f;
-    value.as_bytes().iter().filter(|b| refused(b)).count() == 0
+    // Eight bytes a step (a `traceparent` is 55): only a word that may hold a byte under 0x20
+    // (a tab among them) or a DEL is looked at byte by byte.
+    let mut words = value.as_bytes().chunks_exact(8);
+    for word in &mut words {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(word);
+        let w = u64::from_le_bytes(eight);
+        let del = w ^ (ONES * 0x7f);
+        let maybe = (w.wrapping_sub(ONES * 0x20) & !w | del.wrapping_sub(ONES) & !del) & HIGH;
+        if maybe != 0 && word.iter().any(refused) {
+            return false;
+        }
+    }
+    !words.remainder().iter().any(refused)
 }
 
 /// What both HTTP transports need to reach a backend: its configuration and URL, the message
@@ -391,13 +405,17 @@ mod tests {
 
     #[test]
     fn a_header_value_is_what_http_would_take() {
+        let filler = "00-0123456789abcdef0123";
         for c in (0..=0x7f).map(char::from).chain(['é', '€', '\u{85}']) {
-            let value = format!("00-{c}-01");
-            assert_eq!(
-                is_header_value(&value),
-                HeaderValue::from_str(&value).is_ok(),
-                "{value:?}"
-            );
+            // At every place in an eight-byte word, and in the bytes after the last word.
+            for at in 0..=filler.len() {
+                let value = format!("{}{c}{}", &filler[..at], &filler[at..]);
+                assert_eq!(
+                    is_header_value(&value),
+                    HeaderValue::from_str(&value).is_ok(),
+                    "{value:?}"
+                );
+            }
         }
     }
 }

@@ -55,6 +55,7 @@ async fn run_with(
     let metrics = tokio::spawn(telemetry::serve_metrics(
         metrics_listener,
         telemetry.registry.clone(),
+        Duration::from_secs(config.limits.request_read_timeout_secs),
         async {
             let _ = metrics_stopped.await;
         },

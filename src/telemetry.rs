@@ -111,10 +111,13 @@ impl Drop for SessionGuard {
     }
 }
 
-/// Serves `GET /metrics` (OpenMetrics when asked for, else Prometheus text 0.0.4) until `shutdown`.
+/// Serves `GET /metrics` (OpenMetrics when asked for, else Prometheus text 0.0.4) until
+/// `shutdown`. A connection whose next request head does not arrive within `read_timeout` (idle
+/// between scrapes included) is closed.
 pub async fn serve_metrics(
     listener: TcpListener,
     registry: Arc<Registry>,
+    read_timeout: std::time::Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -155,6 +158,8 @@ pub async fn serve_metrics(
                     }
                 });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(read_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });

@@ -2,7 +2,8 @@
 //! `Connection: close`, streamed as SSE) and those it hands to hyper with the bytes it read
 //! (chunked and `Expect` bodies, HTTP/1.0, `HEAD`, a large head), in order on one connection;
 //! a client that goes away mid-call cancels the call at the backend; and a request that does not
-//! arrive within `limits.request_read_timeout_secs` is refused (408) or its connection closed.
+//! arrive within `limits.request_read_timeout_secs` is refused (408) or its connection closed
+//! (`/metrics` connections too).
 
 mod support;
 
@@ -407,6 +408,17 @@ async fn a_request_that_does_not_arrive_in_time_is_refused_and_its_connection_cl
             "a handed-off connection with half a head",
         );
     };
+    let metrics_listener = async {
+        // `/metrics` is hyper's alone: an idle scrape connection is closed as well.
+        let mut wire = Wire::open(gw.metrics).await;
+        wire.write(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await;
+        assert_eq!(wire.response(false).await.status, 200);
+        bound(
+            closes_within(&mut wire, within).await,
+            "an idle /metrics connection",
+        );
+    };
     tokio::join!(
         silent,
         idle_after_answer,
@@ -417,6 +429,7 @@ async fn a_request_that_does_not_arrive_in_time_is_refused_and_its_connection_cl
         )),
         slow_call,
         handed_off,
+        metrics_listener,
     );
 
     let mut metrics = support::Conn::open(gw.metrics, None).await;

@@ -141,6 +141,17 @@ fn post(session: &str, extra: &str, body: &str) -> String {
     )
 }
 
+/// A POST whose body goes in these chunks.
+fn chunked_post(session: &str, chunks: &[&str]) -> String {
+    let mut wire = format!(
+        "POST /mcp HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nmcp-session-id: {session}\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    for chunk in chunks {
+        wire.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+    }
+    wire + "0\r\n\r\n"
+}
+
 fn ping(id: u64) -> String {
     json!({"jsonrpc": "2.0", "id": id, "method": "ping"}).to_string()
 }
@@ -151,8 +162,13 @@ fn is_http_date(value: &str) -> bool {
 }
 
 async fn demo_gateway() -> support::processes::Gateway {
+    demo_gateway_with_limits("{}").await
+}
+
+/// The demo backend behind a gateway with these `limits` (YAML flow mapping).
+async fn demo_gateway_with_limits(limits: &str) -> support::processes::Gateway {
     gateway(&format!(
-        "backends:\n  - {{namespace: a, transport: stdio, command: {}, args: [demo-server, stdio]}}\n",
+        "limits: {limits}\nbackends:\n  - {{namespace: a, transport: stdio, command: {}, args: [demo-server, stdio]}}\n",
         gateway_exe()
     ))
     .await
@@ -216,15 +232,8 @@ async fn every_framing_is_answered_in_order_on_one_connection() {
     // plain request after them.
     let body = ping(5);
     let (first, second) = body.split_at(7);
-    wire.write(
-        format!(
-            "POST /mcp HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nmcp-session-id: {session}\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n{:x}\r\n{second}\r\n0\r\n\r\n",
-            first.len(),
-            second.len()
-        )
-        .as_bytes(),
-    )
-    .await;
+    wire.write(chunked_post(&session, &[first, second]).as_bytes())
+        .await;
     let r = wire.response(false).await;
     assert_eq!((r.status, r.json()["id"].as_u64()), (200, Some(5)));
 
@@ -334,11 +343,7 @@ async fn closes_within(wire: &mut Wire, limit: Duration) -> Option<Duration> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_does_not_arrive_in_time_is_refused_and_its_connection_closed() {
-    let gw = gateway(&format!(
-        "limits: {{request_read_timeout_secs: 1}}\nbackends:\n  - {{namespace: a, transport: stdio, command: {}, args: [demo-server, stdio]}}\n",
-        gateway_exe()
-    ))
-    .await;
+    let gw = demo_gateway_with_limits("{request_read_timeout_secs: 1}").await;
     let session = HttpClient::connect(gw.addr).await.session;
     let within = Duration::from_secs(5);
     let bound = |took: Option<Duration>, what: &str| {
@@ -392,15 +397,8 @@ async fn a_request_that_does_not_arrive_in_time_is_refused_and_its_connection_cl
     let handed_off = async {
         // A chunked body goes to hyper, whose head timeout then closes the idle connection.
         let mut wire = Wire::open(gw.addr).await;
-        let body = ping(3);
-        wire.write(
-            format!(
-                "POST /mcp HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nmcp-session-id: {session}\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
-                body.len()
-            )
-            .as_bytes(),
-        )
-        .await;
+        wire.write(chunked_post(&session, &[&ping(3)]).as_bytes())
+            .await;
         assert_eq!(wire.response(false).await.status, 200);
         wire.write(b"POST /mcp HTTP/1.1\r\nhost: x\r\n").await;
         bound(
@@ -446,11 +444,7 @@ async fn a_request_that_does_not_arrive_in_time_is_refused_and_its_connection_cl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_connection_over_the_limit_is_closed_in_time_too() {
-    let gw = gateway(&format!(
-        "limits: {{max_connections: 3, request_read_timeout_secs: 1}}\nbackends:\n  - {{namespace: a, transport: stdio, command: {}, args: [demo-server, stdio]}}\n",
-        gateway_exe()
-    ))
-    .await;
+    let gw = demo_gateway_with_limits("{max_connections: 3, request_read_timeout_secs: 1}").await;
     // The client's connection and two calls longer than the timeout fill the limit.
     let http = HttpClient::connect(gw.addr).await;
     let mut busy = Vec::new();

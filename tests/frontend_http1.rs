@@ -406,6 +406,23 @@ async fn a_request_that_does_not_arrive_in_time_is_refused_and_its_connection_cl
             "a handed-off connection with half a head",
         );
     };
+    let slow_chunked_body = async {
+        // hyper reads a chunked body; the frontend times it: 408 as well.
+        let mut wire = Wire::open(gw.addr).await;
+        let whole = chunked_post(&session, &[&ping(5)]);
+        let cut = whole.find("\r\n\r\n").unwrap() + 10;
+        let started = Instant::now();
+        wire.write(&whole.as_bytes()[..cut]).await;
+        let r = wire.response(false).await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(800),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(r.status, 408, "{:?}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["error"]["code"], -32008, "{}", r.json());
+        assert!(wire.closed().await, "closed after the 408");
+    };
     let metrics_listener = async {
         // `/metrics` is hyper's alone: an idle scrape connection is closed as well.
         let mut wire = Wire::open(gw.metrics).await;
@@ -427,6 +444,7 @@ async fn a_request_that_does_not_arrive_in_time_is_refused_and_its_connection_cl
         )),
         slow_call,
         handed_off,
+        slow_chunked_body,
         metrics_listener,
     );
 
@@ -437,7 +455,7 @@ async fn a_request_that_does_not_arrive_in_time_is_refused_and_its_connection_cl
             &text,
             r#"gateway_errors_total{error_type="timeout",component="client",severity="medium",http_status="408",retryable="true"}"#
         ),
-        Some(2.0),
+        Some(3.0),
         "{text}"
     );
 }

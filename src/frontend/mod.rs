@@ -309,10 +309,9 @@ async fn own_loop(
             Err(http1::NoRequest::TimedOut(waiting_since)) => {
                 // An idle connection just closes; one that sent part of a request hears why.
                 if !conn.is_idle() {
-                    let timeout = frontend.request_read_timeout();
                     let class = client_error(ErrorType::Timeout, StatusCode::REQUEST_TIMEOUT);
-                    let why = format!("the request did not arrive within {} s", timeout.as_secs());
-                    let resp = frontend.refused(&class, &why, waiting_since);
+                    let resp = frontend.refused(&class, &frontend.late_request(), waiting_since);
+                    let timeout = frontend.request_read_timeout();
                     let _ = tokio::time::timeout(timeout, conn.write_response(resp, true)).await;
                 }
                 return false;
@@ -425,6 +424,14 @@ impl Frontend {
         Duration::from_secs(self.config.limits.request_read_timeout_secs)
     }
 
+    /// Why a request that did not arrive in time was refused (408).
+    fn late_request(&self) -> String {
+        format!(
+            "the request did not arrive within {} s",
+            self.config.limits.request_read_timeout_secs
+        )
+    }
+
     /// hyper's HTTP/1.1 server as the frontend runs it: the same request read timeout as the own
     /// loop, though hyper bounds only the head, and closes without an answer when it passes.
     fn hyper_http1(&self) -> hyper::server::conn::http1::Builder {
@@ -520,12 +527,20 @@ impl Frontend {
         let (parts, body) = req.into_parts();
         let limit = self.config.limits.max_message_bytes;
         let body = match body {
-            // The own loop read it, within the limit.
+            // The own loop read it, within the limit and the read timeout.
             RequestBody::Read(bytes) => Ok(bytes),
-            RequestBody::Hyper(body) => Limited::new(body, limit)
-                .collect()
-                .await
-                .map(|collected| collected.to_bytes()),
+            // hyper times only the head: a body (chunked, say) gets the read timeout here.
+            RequestBody::Hyper(body) => {
+                let collect = Limited::new(body, limit).collect();
+                match tokio::time::timeout(self.request_read_timeout(), collect).await {
+                    Ok(collected) => collected.map(|collected| collected.to_bytes()),
+                    Err(_) => {
+                        let class = client_error(ErrorType::Timeout, StatusCode::REQUEST_TIMEOUT);
+                        let why = self.late_request();
+                        return Err(Box::new(self.refused(&class, &why, started)));
+                    }
+                }
+            }
         };
         let bytes: Bytes = match body {
             Ok(bytes) => bytes,

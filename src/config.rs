@@ -138,6 +138,13 @@ pub struct LimitsConfig {
     pub request_read_timeout_secs: u64,
 }
 
+impl LimitsConfig {
+    /// [`request_read_timeout_secs`](Self::request_read_timeout_secs) as a duration.
+    pub fn request_read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.request_read_timeout_secs)
+    }
+}
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {

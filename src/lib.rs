@@ -55,7 +55,7 @@ async fn run_with(
     let metrics = tokio::spawn(telemetry::serve_metrics(
         metrics_listener,
         telemetry.registry.clone(),
-        Duration::from_secs(config.limits.request_read_timeout_secs),
+        config.limits.request_read_timeout(),
         async {
             let _ = metrics_stopped.await;
         },

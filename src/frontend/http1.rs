@@ -513,16 +513,8 @@ fn http_date(secs: u64) -> [u8; 29] {
     ];
     let days = secs / 86_400;
     let time = secs % 86_400;
-    // Civil from days (H. Hinnant), in an era of 400 years from 0000-03-01.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
+    let (year, month, day) = crate::logs::civil_from_days(days as i64);
+    let (year, month, day) = (year.max(0) as u64, u64::from(month), u64::from(day));
     let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
     out[..3].copy_from_slice(DAYS[(days % 7) as usize]);
     let two = |out: &mut [u8; 29], at: usize, n: u64| {

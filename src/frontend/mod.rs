@@ -226,7 +226,8 @@ impl Connection {
         } = self;
         // Shared with an upgraded WebSocket, which outlives this HTTP connection.
         let permit = Arc::new(permit);
-        let mut conn = http1::ServerConn::new(stream, frontend.request_read_timeout());
+        let mut conn =
+            http1::ServerConn::new(stream, frontend.config.limits.request_read_timeout());
         let state = LoopState::default();
         let handed_off = {
             let own = own_loop(&frontend, &mut conn, peer, &permit, &state);
@@ -309,9 +310,8 @@ async fn own_loop(
             Err(http1::NoRequest::TimedOut(waiting_since)) => {
                 // An idle connection just closes; one that sent part of a request hears why.
                 if !conn.is_idle() {
-                    let class = client_error(ErrorType::Timeout, StatusCode::REQUEST_TIMEOUT);
-                    let resp = frontend.refused(&class, &frontend.late_request(), waiting_since);
-                    let timeout = frontend.request_read_timeout();
+                    let resp = frontend.late_request(waiting_since);
+                    let timeout = frontend.config.limits.request_read_timeout();
                     let _ = tokio::time::timeout(timeout, conn.write_response(resp, true)).await;
                 }
                 return false;
@@ -419,17 +419,14 @@ impl Frontend {
         session.handle(msg, ctx).await
     }
 
-    /// How long a connection may take to deliver a request, idle wait included.
-    fn request_read_timeout(&self) -> Duration {
-        Duration::from_secs(self.config.limits.request_read_timeout_secs)
-    }
-
-    /// Why a request that did not arrive in time was refused (408).
-    fn late_request(&self) -> String {
-        format!(
+    /// The 408 for a request that did not arrive within the read timeout (counted and logged).
+    fn late_request(&self, started: Instant) -> Response<ResponseBody> {
+        let class = client_error(ErrorType::Timeout, StatusCode::REQUEST_TIMEOUT);
+        let why = format!(
             "the request did not arrive within {} s",
             self.config.limits.request_read_timeout_secs
-        )
+        );
+        self.refused(&class, &why, started)
     }
 
     /// hyper's HTTP/1.1 server as the frontend runs it: the same request read timeout as the own
@@ -438,7 +435,7 @@ impl Frontend {
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(self.request_read_timeout());
+            .header_read_timeout(self.config.limits.request_read_timeout());
         builder
     }
 
@@ -532,13 +529,10 @@ impl Frontend {
             // hyper times only the head: a body (chunked, say) gets the read timeout here.
             RequestBody::Hyper(body) => {
                 let collect = Limited::new(body, limit).collect();
-                match tokio::time::timeout(self.request_read_timeout(), collect).await {
+                match tokio::time::timeout(self.config.limits.request_read_timeout(), collect).await
+                {
                     Ok(collected) => collected.map(|collected| collected.to_bytes()),
-                    Err(_) => {
-                        let class = client_error(ErrorType::Timeout, StatusCode::REQUEST_TIMEOUT);
-                        let why = self.late_request();
-                        return Err(Box::new(self.refused(&class, &why, started)));
-                    }
+                    Err(_) => return Err(Box::new(self.late_request(started))),
                 }
             }
         };

@@ -219,3 +219,50 @@ fn the_harness_refuses_arguments_it_does_not_take() {
         assert!(stderr.starts_with(why), "{args:?}: {stderr}");
     }
 }
+
+/// A target that goes away mid-run is counted as errors until the run's end: the load
+/// generator neither panics nor spins, and still prints its line.
+#[test]
+fn the_load_generator_counts_a_target_that_goes_away_as_errors() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut echo = Command::new(env!("CARGO_BIN_EXE_mcp-echo"))
+        .args(["http", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    BufReader::new(echo.stderr.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    let url = banner
+        .trim()
+        .strip_prefix("mcp-echo listening on ")
+        .unwrap_or_else(|| panic!("{banner}"))
+        .to_owned();
+    let load = Command::new(env!("CARGO_BIN_EXE_mcp-load"))
+        .args(["--url", &url, "--transport", "http", "--tool", "echo"])
+        .args(["--concurrency", "4", "--sessions", "1", "--seconds", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    echo.kill().unwrap();
+    echo.wait().unwrap();
+    let started = std::time::Instant::now();
+    let out = load.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{stderr}"
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(line["requests"].as_u64().unwrap() > 0, "{line}");
+    // Refused connections are retried every 10 ms by each of the 4 workers: errors, but not
+    // the hundreds of thousands a worker spinning on them would count in over a second.
+    let errors = line["errors"].as_u64().unwrap();
+    assert!((1..5_000).contains(&errors), "{line}");
+}

@@ -492,10 +492,9 @@ async fn main() -> Result<(), Error> {
         workers.push(tokio::spawn(async move {
             let mut histogram =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-            let mut conn = match &multiplexed {
-                Some(_) => None,
-                None => Some(http_connection(&opts.url).await.expect("connect")),
-            };
+            // A worker's own connection, opened before its first request and again after a
+            // failed one; one that cannot be opened is counted as an error like any other.
+            let mut conn = None;
             let accept = if opts.transport == "http-sse" {
                 "application/json, text/event-stream"
             } else {
@@ -512,6 +511,14 @@ async fn main() -> Result<(), Error> {
                 }
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
                 let body = call(id, &opts.tool_json, &opts.payload_json);
+                let connect_failure = if multiplexed.is_none() && conn.is_none() {
+                    http_connection(&opts.url)
+                        .await
+                        .map(|c| conn = Some(c))
+                        .err()
+                } else {
+                    None
+                };
                 let sent = Instant::now();
                 let answer = match (&multiplexed, &sse, conn.as_mut()) {
                     (Some(session), _, _) => session.request(id, body).await,
@@ -534,7 +541,9 @@ async fn main() -> Result<(), Error> {
                                 }
                             })
                     }
-                    (None, _, None) => unreachable!("an HTTP worker has a connection"),
+                    (None, _, None) => {
+                        Err(connect_failure.unwrap_or_else(|| "no connection to the target".into()))
+                    }
                 };
                 let latency = sent.elapsed();
                 match answer.and_then(|a| check(&a, id, &opts.payload)) {
@@ -545,8 +554,9 @@ async fn main() -> Result<(), Error> {
                         if errors.fetch_add(1, Ordering::Relaxed) < 3 {
                             eprintln!("mcp-load: {e}");
                         }
-                        if conn.is_some() {
-                            conn = http_connection(&opts.url).await.ok();
+                        if conn.take().is_none() && multiplexed.is_none() {
+                            // Refused: the next attempt waits a little rather than spinning.
+                            tokio::time::sleep(Duration::from_millis(10)).await;
                         }
                     }
                 }

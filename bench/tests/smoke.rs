@@ -51,7 +51,7 @@ fn the_harness_runs_every_scenario_both_ways() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|r| r.get("via").is_some())
         .collect();
-    for via in ["direct", "gateway", "forwarder"] {
+    for via in ["direct", "gateway", "forwarder", "mcp_forwarder"] {
         assert!(
             results.iter().any(|r| r["via"] == via),
             "no {via} run:\n{runs}"
@@ -64,33 +64,44 @@ fn the_harness_runs_every_scenario_both_ways() {
             assert!(r["backend_cpu_per_1k"].as_f64().is_some(), "{r}");
             assert!(r["backend_system_cpu_per_1k"].as_f64().is_some(), "{r}");
             let via = r["via"].as_str().unwrap();
-            assert!(
-                r[format!("{via}_system_cpu_per_1k")].as_f64().is_some(),
-                "{r}"
-            );
+            for cpu in ["cpu", "system_cpu"] {
+                assert!(r[format!("{via}_{cpu}_per_1k")].as_f64().is_some(), "{r}");
+            }
         }
-        if r["via"] == "forwarder" {
+        if r["via"] == "forwarder" || r["via"] == "mcp_forwarder" {
             assert_eq!(r["scenario"], "Streamable HTTP → HTTP backend", "{r}");
-            assert!(r["forwarder_cpu_per_1k"].as_f64().is_some(), "{r}");
         }
     }
-    // The HTTP echo is a process of its own: its CPU is measured, and the ratios to it printed,
-    // the gateway's and the bare forwarder's (the last column and the third from last).
+    // The HTTP echo is a process of its own: its CPU is measured, and the ratios to it printed:
+    // the gateway's (the fourth column from the end), the bare forwarder's and the MCP
+    // forwarder's (the last two).
     let http_row = table
         .lines()
         .find(|l| l.starts_with("| Streamable HTTP → HTTP backend |"))
         .unwrap();
+    // The header, its rule and every row have the same number of cells.
+    let cells = |line: &str| line.matches('|').count();
+    let header = table
+        .lines()
+        .find(|l| l.starts_with("| scenario |"))
+        .unwrap();
+    let rule = table.lines().find(|l| l.starts_with("|---|")).unwrap();
+    assert_eq!(cells(header), cells(rule), "{table}");
+    assert_eq!(cells(header), cells(http_row), "{table}");
     let ratio = |cell: &str| {
         cell.trim()
             .strip_suffix('×')
             .is_some_and(|r| r.parse::<f64>().is_ok_and(|r| r > 0.0))
     };
-    let last_three: Vec<&str> = http_row
+    let last_four: Vec<&str> = http_row
         .trim_end_matches(" |")
         .rsplit(" | ")
-        .take(3)
+        .take(4)
         .collect();
-    assert!(ratio(last_three[0]) && ratio(last_three[2]), "{http_row}");
+    assert!(
+        ratio(last_four[0]) && ratio(last_four[1]) && ratio(last_four[3]),
+        "{http_row}"
+    );
     // The system-time ratio between them is printed when the echo's system time came to ten
     // 10 ms ticks or more (a quick run of a debug build may not get there), else a dash.
     let gateway_run = results
@@ -101,16 +112,16 @@ fn the_harness_runs_every_scenario_both_ways() {
         * gateway_run["result"]["requests"].as_f64().unwrap()
         / 1000.0;
     if echo_system_seconds >= 0.1 {
-        assert!(ratio(last_three[1]), "{http_row}");
+        assert!(ratio(last_four[2]), "{http_row}");
     } else {
-        assert_eq!(last_three[1], "—", "{http_row}");
+        assert_eq!(last_four[2], "—", "{http_row}");
     }
-    // The forwarder runs only where the backend is the HTTP echo.
+    // The forwarders run only where the backend is the HTTP echo.
     let stdio_row = table
         .lines()
         .find(|l| l.starts_with("| Streamable HTTP → stdio backend |"))
         .unwrap();
-    assert!(stdio_row.ends_with("| — |"), "{stdio_row}");
+    assert!(stdio_row.ends_with("| — | — |"), "{stdio_row}");
     assert!(table.contains("gateway peak RSS:"), "{table}");
     // Observability on: sampled spans reached the local OTLP receiver.
     let exports: u64 = table
@@ -119,8 +130,14 @@ fn the_harness_runs_every_scenario_both_ways() {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0);
     assert!(exports > 0, "{table}");
-    // Observability on: every request wrote its log line.
+    // Observability on: every request wrote its log line; so did the MCP forwarder's calls.
     assert!(request_log_lines(&table) > 0, "{table}");
+    let mcp_forwarder_lines: u64 = table
+        .lines()
+        .find_map(|l| l.strip_prefix("MCP forwarder request log lines: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(mcp_forwarder_lines > 0, "{table}");
     for transport in ["http", "ws"] {
         assert!(
             table.contains(&format!("idle {transport} sessions:")),

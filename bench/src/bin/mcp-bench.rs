@@ -5,8 +5,10 @@
 //!
 //! Its flags are in [`USAGE`] (`mcp-bench --help`).
 //!
-//! Streamable HTTP → HTTP runs a third time each round through `mcp-forward`, a bare forwarder
-//! on the gateway's stack: its CPU next to the echo's is the least any proxy built this way costs.
+//! Streamable HTTP → HTTP runs twice more each round, through `mcp-forward` on the gateway's
+//! stack: bare (its CPU next to the echo's is the least any proxy built this way costs), and with
+//! `--mcp` (the least an MCP gateway built this way costs: the bare forwarder plus the parses,
+//! rewrites, trace context and request line no MCP gateway can skip).
 //!
 //! `--quick` is the CI smoke run: a second per run, one concurrency, one payload.
 //! `--gateway-workers N` gives the gateway N connection threads (`TOKIO_WORKER_THREADS`);
@@ -427,14 +429,22 @@ fn main() -> Result<(), Error> {
         .trim_start_matches("http://")
         .trim_end_matches("/mcp")
         .to_owned();
-    let (mut forwarder, forward_url, _) = start(
-        Command::new(&forward_exe).args(["127.0.0.1:0", &upstream]),
-        &logs.join("forward.log"),
-        |l| {
-            l.strip_prefix("mcp-forward listening on ")
-                .map(str::to_owned)
-        },
-    )?;
+    let start_forwarder = |flags: &[&str], log: &str| {
+        start(
+            Command::new(&forward_exe)
+                .args(flags)
+                .args(["127.0.0.1:0", &upstream]),
+            &logs.join(log),
+            |l| {
+                l.strip_prefix("mcp-forward listening on ")
+                    .map(str::to_owned)
+            },
+        )
+    };
+    let (forwarder, forward_url, _) = start_forwarder(&[], "forward.log")?;
+    // Its request lines go to its log, as the gateway's go to the gateway's.
+    let (mcp_forwarder, mcp_forward_url, mcp_forwarder_log) =
+        start_forwarder(&["--mcp"], "forward-mcp.log")?;
     let (gateway, listen, gateway_log) = start_gateway("gateway.log", "gateway.yaml")?;
     let echo_stdio = format!("{} stdio", echo.display());
 
@@ -472,9 +482,9 @@ fn main() -> Result<(), Error> {
         ),
     ];
     println!(
-        "| scenario | payload | concurrency | direct req/s | gateway req/s | ratio | gateway p50 / p99 µs | gateway CPU s per 1k | backend CPU s per 1k | CPU gateway / backend | system CPU gateway / backend | CPU bare forwarder / backend |"
+        "| scenario | payload | concurrency | direct req/s | gateway req/s | ratio | gateway p50 / p99 µs | gateway CPU s per 1k | backend CPU s per 1k | CPU gateway / backend | system CPU gateway / backend | CPU bare forwarder / backend | CPU MCP forwarder / backend |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let chosen = scenarios
         .iter()
         .zip(keys)
@@ -486,6 +496,7 @@ fn main() -> Result<(), Error> {
                 let mut direct_rps = Vec::new();
                 let mut gateway_runs = Vec::new();
                 let mut floor_ratios = Vec::new();
+                let mut mcp_floor_ratios = Vec::new();
                 for _ in 0..rounds {
                     let run = Run {
                         load: &load_exe,
@@ -543,6 +554,9 @@ fn main() -> Result<(), Error> {
                     if *direct == "http" {
                         let run = through("forwarder", forwarder.id(), &forward_url, "echo")?;
                         floor_ratios.extend(cpu_ratio(&run, Cpu::total));
+                        let run =
+                            through("mcp_forwarder", mcp_forwarder.id(), &mcp_forward_url, tool)?;
+                        mcp_floor_ratios.extend(cpu_ratio(&run, Cpu::total));
                     }
                 }
                 let median = |mut v: Vec<f64>| -> f64 {
@@ -569,13 +583,17 @@ fn main() -> Result<(), Error> {
                     cpu_ratio(middle, of).map_or("—".to_owned(), |r| format!("{r:.1}×"))
                 };
                 let (cpu_cell, system_cell) = (ratio_cell(Cpu::total), ratio_cell(|c| c.system));
-                let floor_cell = if floor_ratios.is_empty() {
-                    "—".to_owned()
-                } else {
-                    format!("{:.1}×", median(floor_ratios))
+                let floor_cell = |ratios: Vec<f64>| {
+                    if ratios.is_empty() {
+                        "—".to_owned()
+                    } else {
+                        format!("{:.1}×", median(ratios))
+                    }
                 };
+                let (floor_cell, mcp_floor_cell) =
+                    (floor_cell(floor_ratios), floor_cell(mcp_floor_ratios));
                 println!(
-                    "| {name} | {payload} B | {concurrency} | {direct_cell} | {gateway_rps:.0} | {ratio} | {} / {} | {:.3} | {:.3} | {cpu_cell} | {system_cell} | {floor_cell} |",
+                    "| {name} | {payload} B | {concurrency} | {direct_cell} | {gateway_rps:.0} | {ratio} | {} / {} | {:.3} | {:.3} | {cpu_cell} | {system_cell} | {floor_cell} | {mcp_floor_cell} |",
                     middle.0["p50_us"],
                     middle.0["p99_us"],
                     middle.1.total(),
@@ -600,6 +618,16 @@ fn main() -> Result<(), Error> {
         "gateway request log lines: {}",
         request_log_lines(&logs.join("gateway.log"))
     );
+    for mut forwarder in [forwarder, mcp_forwarder] {
+        let _ = forwarder.kill();
+        let _ = forwarder.wait();
+    }
+    // Killed, it loses the lines of its last 10 ms: the count shows the work was done.
+    let _ = mcp_forwarder_log.join();
+    println!(
+        "MCP forwarder request log lines: {}",
+        request_log_lines(&logs.join("forward-mcp.log"))
+    );
     // Idle sessions, each run on a fresh gateway with the HTTP echo as its one backend.
     let idle_runs = if only.as_deref().is_none_or(|o| o == "idle") {
         &[("http", "mcp"), ("ws", "ws")][..]
@@ -614,8 +642,6 @@ fn main() -> Result<(), Error> {
         println!("gateway RSS with {idle} idle {transport} sessions: {rss:.1} MiB");
         stop(gateway);
     }
-    let _ = forwarder.kill();
-    let _ = forwarder.wait();
     let _ = echo_http.kill();
     let _ = echo_http.wait();
     let _ = std::fs::remove_dir_all(&logs);

@@ -1,13 +1,18 @@
 //! The floor of an HTTP → HTTP proxy on the gateway's own stack, for the CPU target's yardstick:
-//! `mcp-forward LISTEN UPSTREAM` (UPSTREAM as `host:port`, requests go to its `/mcp`).
+//! `mcp-forward [--mcp] LISTEN UPSTREAM` (UPSTREAM as `host:port`, requests go to its `/mcp`).
 //!
 //! hyper's HTTP/1.1 server on one current-thread runtime per core (as the gateway's connection
-//! threads), each request's body sent as it is over a keep-alive connection of the thread's own,
-//! the answer's body and `mcp-session-id` returned. No MCP parsing, no sessions, no ids rewritten,
-//! no logs, metrics or traces: whatever the gateway costs above this is its MCP and
-//! observability work. It reads answers framed by `Content-Length` only, as `mcp-echo` sends
-//! them (not chunked, not event streams): a yardstick for the echo, not a proxy.
-
+//! threads), each request's body sent over a keep-alive connection of the thread's own, the
+//! answer's body and `mcp-session-id` returned. It reads answers framed by `Content-Length` only,
+//! as `mcp-echo` sends them (not chunked, not event streams): a yardstick for the echo, not a
+//! proxy.
+//!
+//! Bare, it forwards bodies as they are: no MCP parsing, no sessions, no ids rewritten, no logs,
+//! metrics or traces. With `--mcp` it also does, for each `tools/call`, the work no MCP gateway
+//! can skip: both messages parsed, the tool's `namespace__` prefix taken off its name, the id
+//! replaced on the way out and put back on the way in, a trace context in `_meta.traceparent`,
+//! and the gateway's own request log line on stderr. Still no sessions, routing, metrics, layers
+//! or timeouts: what the gateway costs above it is that machinery.
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::rc::Rc;
@@ -15,6 +20,10 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use mcp_gateway::logs::JsonRequestLog;
+use mcp_gateway_layers::jsonrpc::{McpMethod, Message};
+use mcp_gateway_layers::metrics::{RequestLogRecord, RequestLogSink};
+use mcp_gateway_layers::trace::TraceContext;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -92,22 +101,98 @@ async fn exchange(
     }
 }
 
+/// A `tools/call` on its way through `--mcp`: what its answer and its log line need.
+struct Call {
+    request: Message,
+    namespace: String,
+    trace: TraceContext,
+    started: std::time::Instant,
+}
+
+thread_local! {
+    /// A thread's next id for the calls it sends upstream.
+    static NEXT_ID: std::cell::Cell<u64> = const { std::cell::Cell::new(1) };
+}
+
+/// The call's upstream body (prefix off its tool's name, its own id, a traceparent in `_meta`),
+/// or `None` for a message that goes as it came.
+fn rewrite(request: &Message) -> Option<(Bytes, String, TraceContext)> {
+    if request.method() != McpMethod::ToolsCall {
+        return None;
+    }
+    let (namespace, tool) = request.tool_name()?.split_once("__")?;
+    let trace = TraceContext::root(0.0);
+    let json = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let (name, traceparent) = (json(tool), json(&trace.child().traceparent()));
+    let outgoing = request.with_params(&[("name", &name)], &[("traceparent", &traceparent)]);
+    let id = NEXT_ID.with(|next| next.replace(next.get() + 1));
+    let body = outgoing.with_id_number(id).raw().clone();
+    Some((body, namespace.to_owned(), trace))
+}
+
+/// The answer to `call` with its id put back, after the call's request line.
+fn complete(call: Call, answer: Bytes, session: Option<&[u8]>, client: &str) -> Option<Bytes> {
+    let answer = Message::parse(answer).ok()?.with_id_of(&call.request);
+    let (trace_id, span_id) = (call.trace.trace_id.hex(), call.trace.span_id.hex());
+    JsonRequestLog.log(&RequestLogRecord {
+        trace_id: Some(trace_id.as_str()),
+        span_id: Some(span_id.as_str()),
+        session_id: session.and_then(|s| std::str::from_utf8(s).ok()),
+        request_id: call.request.id_raw(),
+        method: "tools/call",
+        namespace: &call.namespace,
+        status: "ok",
+        duration_ms: call.started.elapsed().as_secs_f64() * 1e3,
+        client_addr: Some(client),
+        failure: None,
+    });
+    Some(answer.raw().clone())
+}
+
+/// Forwards one request; `mcp_client` (the client's address, for the request line) is set by
+/// `--mcp`, which does the MCP work on `tools/call`.
 async fn answer(
     pool: Pool,
     upstream: Rc<str>,
+    mcp_client: Option<Rc<str>>,
     req: http::Request<hyper::body::Incoming>,
 ) -> http::Response<Full<Bytes>> {
+    let started = std::time::Instant::now();
     let session = req
         .headers()
         .get("mcp-session-id")
         .map(|v| Bytes::copy_from_slice(v.as_bytes()));
-    let body = match req.into_body().collect().await {
+    let mut body = match req.into_body().collect().await {
         Ok(body) => body.to_bytes(),
         Err(_) => return status(400),
     };
+    let mut call = None;
+    if mcp_client.is_some() {
+        let Ok(request) = Message::parse(body.clone()) else {
+            return status(400);
+        };
+        if let Some((outgoing, namespace, trace)) = rewrite(&request) {
+            body = outgoing;
+            call = Some(Call {
+                request,
+                namespace,
+                trace,
+                started,
+            });
+        }
+    }
     match exchange(&pool, &upstream, session.as_deref(), &body).await {
         Ok((answer, _)) if answer.is_empty() => status(202),
         Ok((answer, session)) => {
+            let answer = match (call, &mcp_client) {
+                (Some(call), Some(client)) => {
+                    match complete(call, answer, session.as_deref(), client) {
+                        Some(answer) => answer,
+                        None => return status(502),
+                    }
+                }
+                _ => answer,
+            };
             let mut response = http::Response::builder().header("content-type", "application/json");
             if let Some(id) = session.and_then(|s| http::HeaderValue::from_maybe_shared(s).ok()) {
                 response = response.header("mcp-session-id", id);
@@ -126,18 +211,25 @@ fn status(code: u16) -> http::Response<Full<Bytes>> {
     response
 }
 
-/// Accepts on `listener` and serves each connection on this thread until the process ends.
-async fn serve(listener: std::net::TcpListener, upstream: Rc<str>) -> std::io::Result<()> {
+/// Accepts on `listener` and serves each connection on this thread until the process ends;
+/// with `mcp`, each `tools/call` also gets the MCP work (module docs).
+async fn serve(
+    listener: std::net::TcpListener,
+    upstream: Rc<str>,
+    mcp: bool,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let pool: Pool = Rc::default();
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, peer) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         let (pool, upstream) = (pool.clone(), upstream.clone());
+        // The client's address as the request line writes it: made once per connection.
+        let client: Option<Rc<str>> = mcp.then(|| peer.to_string().into());
         tokio::task::spawn_local(async move {
             let service = hyper::service::service_fn(move |req| {
-                let (pool, upstream) = (pool.clone(), upstream.clone());
-                async move { Ok::<_, Infallible>(answer(pool, upstream, req).await) }
+                let (pool, upstream, client) = (pool.clone(), upstream.clone(), client.clone());
+                async move { Ok::<_, Infallible>(answer(pool, upstream, client, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -147,9 +239,13 @@ async fn serve(listener: std::net::TcpListener, upstream: Rc<str>) -> std::io::R
 }
 
 fn main() -> std::io::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mcp = args.first().is_some_and(|a| a == "--mcp");
+    if mcp {
+        args.remove(0);
+    }
     let [listen, upstream] = args.as_slice() else {
-        eprintln!("usage: mcp-forward LISTEN UPSTREAM (host:port each)");
+        eprintln!("usage: mcp-forward [--mcp] LISTEN UPSTREAM (host:port each)");
         std::process::exit(2);
     };
     let listener = std::net::TcpListener::bind(listen)?;
@@ -167,7 +263,7 @@ fn main() -> std::io::Result<()> {
                     .enable_io()
                     .build()?;
                 tokio::task::LocalSet::new()
-                    .block_on(&runtime, serve(listener, Rc::from(upstream.as_str())))
+                    .block_on(&runtime, serve(listener, Rc::from(upstream.as_str()), mcp))
             }))
         })
         .collect::<std::io::Result<Vec<_>>>()?;

@@ -176,6 +176,10 @@ fn observability_off_writes_no_request_lines() {
         "{table}"
     );
     assert_eq!(request_log_lines(&table), 0, "{table}");
+    assert!(
+        table.contains("MCP forwarder request log lines: 0\n"),
+        "{table}"
+    );
     assert!(!table.contains("OTLP export"), "{table}");
 }
 

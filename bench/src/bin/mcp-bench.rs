@@ -442,9 +442,15 @@ fn main() -> Result<(), Error> {
         )
     };
     let (forwarder, forward_url, _) = start_forwarder(&[], "forward.log")?;
-    // Its request lines go to its log, as the gateway's go to the gateway's.
+    // Its request lines go to its log, as the gateway's go to the gateway's; with observability
+    // off it writes none, as the gateway writes none.
+    let mcp_flags: &[&str] = if observability == "off" {
+        &["--mcp", "--no-request-lines"]
+    } else {
+        &["--mcp"]
+    };
     let (mcp_forwarder, mcp_forward_url, mcp_forwarder_log) =
-        start_forwarder(&["--mcp"], "forward-mcp.log")?;
+        start_forwarder(mcp_flags, "forward-mcp.log")?;
     let (gateway, listen, gateway_log) = start_gateway("gateway.log", "gateway.yaml")?;
     let echo_stdio = format!("{} stdio", echo.display());
 

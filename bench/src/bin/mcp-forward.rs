@@ -1,5 +1,6 @@
 //! The floor of an HTTP → HTTP proxy on the gateway's own stack, for the CPU target's yardstick:
-//! `mcp-forward [--mcp] LISTEN UPSTREAM` (UPSTREAM as `host:port`, requests go to its `/mcp`).
+//! `mcp-forward [--mcp [--no-request-lines]] LISTEN UPSTREAM` (UPSTREAM as `host:port`, requests
+//! go to its `/mcp`).
 //!
 //! hyper's HTTP/1.1 server on one current-thread runtime per core (as the gateway's connection
 //! threads), each request's body sent over a keep-alive connection of the thread's own, the
@@ -11,8 +12,9 @@
 //! metrics or traces. With `--mcp` it also does, for each `tools/call`, the work no MCP gateway
 //! can skip: both messages parsed, the tool's `namespace__` prefix taken off its name, the id
 //! replaced on the way out and put back on the way in, a trace context in `_meta.traceparent`,
-//! and the gateway's own request log line on stderr. Still no sessions, routing, metrics, layers
-//! or timeouts: what the gateway costs above it is that machinery.
+//! and the gateway's own request log line on stderr (`--no-request-lines` leaves it out, as the
+//! gateway's observability off does). Still no sessions, routing, metrics, layers or timeouts:
+//! what the gateway costs above it is that machinery.
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::rc::Rc;
@@ -109,6 +111,13 @@ struct Call {
     started: std::time::Instant,
 }
 
+/// What `--mcp` adds to a connection's requests.
+struct Mcp {
+    /// The client's address as the request line writes it.
+    client: Box<str>,
+    request_lines: bool,
+}
+
 thread_local! {
     /// A thread's next id for the calls it sends upstream.
     static NEXT_ID: std::cell::Cell<u64> = const { std::cell::Cell::new(1) };
@@ -130,9 +139,13 @@ fn rewrite(request: &Message) -> Option<(Bytes, String, TraceContext)> {
     Some((body, namespace.to_owned(), trace))
 }
 
-/// The answer to `call` with its id put back, after the call's request line.
-fn complete(call: Call, answer: Bytes, session: Option<&[u8]>, client: &str) -> Option<Bytes> {
+/// The answer to `call` with its id put back, after the call's request line (if `mcp` writes
+/// them).
+fn complete(call: Call, answer: Bytes, session: Option<&[u8]>, mcp: &Mcp) -> Option<Bytes> {
     let answer = Message::parse(answer).ok()?.with_id_of(&call.request);
+    if !mcp.request_lines {
+        return Some(answer.raw().clone());
+    }
     let (trace_id, span_id) = (call.trace.trace_id.hex(), call.trace.span_id.hex());
     JsonRequestLog.log(&RequestLogRecord {
         trace_id: Some(trace_id.as_str()),
@@ -143,18 +156,17 @@ fn complete(call: Call, answer: Bytes, session: Option<&[u8]>, client: &str) -> 
         namespace: &call.namespace,
         status: "ok",
         duration_ms: call.started.elapsed().as_secs_f64() * 1e3,
-        client_addr: Some(client),
+        client_addr: Some(&mcp.client),
         failure: None,
     });
     Some(answer.raw().clone())
 }
 
-/// Forwards one request; `mcp_client` (the client's address, for the request line) is set by
-/// `--mcp`, which does the MCP work on `tools/call`.
+/// Forwards one request; with `mcp` (`--mcp`), a `tools/call` gets the MCP work.
 async fn answer(
     pool: Pool,
     upstream: Rc<str>,
-    mcp_client: Option<Rc<str>>,
+    mcp: Option<Rc<Mcp>>,
     req: http::Request<hyper::body::Incoming>,
 ) -> http::Response<Full<Bytes>> {
     let started = std::time::Instant::now();
@@ -167,7 +179,7 @@ async fn answer(
         Err(_) => return status(400),
     };
     let mut call = None;
-    if mcp_client.is_some() {
+    if mcp.is_some() {
         let Ok(request) = Message::parse(body.clone()) else {
             return status(400);
         };
@@ -184,13 +196,11 @@ async fn answer(
     match exchange(&pool, &upstream, session.as_deref(), &body).await {
         Ok((answer, _)) if answer.is_empty() => status(202),
         Ok((answer, session)) => {
-            let answer = match (call, &mcp_client) {
-                (Some(call), Some(client)) => {
-                    match complete(call, answer, session.as_deref(), client) {
-                        Some(answer) => answer,
-                        None => return status(502),
-                    }
-                }
+            let answer = match (call, &mcp) {
+                (Some(call), Some(mcp)) => match complete(call, answer, session.as_deref(), mcp) {
+                    Some(answer) => answer,
+                    None => return status(502),
+                },
                 _ => answer,
             };
             let mut response = http::Response::builder().header("content-type", "application/json");
@@ -212,11 +222,11 @@ fn status(code: u16) -> http::Response<Full<Bytes>> {
 }
 
 /// Accepts on `listener` and serves each connection on this thread until the process ends;
-/// with `mcp`, each `tools/call` also gets the MCP work (module docs).
+/// with `mcp` (`Some(request_lines)`), each `tools/call` also gets the MCP work (module docs).
 async fn serve(
     listener: std::net::TcpListener,
     upstream: Rc<str>,
-    mcp: bool,
+    mcp: Option<bool>,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let pool: Pool = Rc::default();
@@ -224,12 +234,17 @@ async fn serve(
         let (stream, peer) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         let (pool, upstream) = (pool.clone(), upstream.clone());
-        // The client's address as the request line writes it: made once per connection.
-        let client: Option<Rc<str>> = mcp.then(|| peer.to_string().into());
+        // The client's address is written once per connection, not per request line.
+        let mcp = mcp.map(|request_lines| {
+            Rc::new(Mcp {
+                client: peer.to_string().into(),
+                request_lines,
+            })
+        });
         tokio::task::spawn_local(async move {
             let service = hyper::service::service_fn(move |req| {
-                let (pool, upstream, client) = (pool.clone(), upstream.clone(), client.clone());
-                async move { Ok::<_, Infallible>(answer(pool, upstream, client, req).await) }
+                let (pool, upstream, mcp) = (pool.clone(), upstream.clone(), mcp.clone());
+                async move { Ok::<_, Infallible>(answer(pool, upstream, mcp, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -239,13 +254,18 @@ async fn serve(
 }
 
 fn main() -> std::io::Result<()> {
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let mcp = args.first().is_some_and(|a| a == "--mcp");
-    if mcp {
-        args.remove(0);
-    }
-    let [listen, upstream] = args.as_slice() else {
-        eprintln!("usage: mcp-forward [--mcp] LISTEN UPSTREAM (host:port each)");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (mcp, rest) = match args.as_slice() {
+        [flag, quiet, rest @ ..] if flag == "--mcp" && quiet == "--no-request-lines" => {
+            (Some(false), rest)
+        }
+        [flag, rest @ ..] if flag == "--mcp" => (Some(true), rest),
+        rest => (None, rest),
+    };
+    let [listen, upstream] = rest else {
+        eprintln!(
+            "usage: mcp-forward [--mcp [--no-request-lines]] LISTEN UPSTREAM (host:port each)"
+        );
         std::process::exit(2);
     };
     let listener = std::net::TcpListener::bind(listen)?;

@@ -15,6 +15,7 @@
 //! and the gateway's own request log line on stderr (`--no-request-lines` leaves it out, as the
 //! gateway's observability off does). Still no sessions, routing, metrics, layers or timeouts:
 //! what the gateway costs above it is that machinery.
+
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::rc::Rc;

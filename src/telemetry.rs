@@ -157,9 +157,7 @@ pub async fn serve_metrics(
                         Ok::<_, Infallible>(resp.unwrap_or_default())
                     }
                 });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(read_timeout)
+            let _ = crate::frontend::hyper_http1(read_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });

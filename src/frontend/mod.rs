@@ -167,7 +167,7 @@ pub async fn serve(
             }
             Err(rejected) => {
                 let io = TokioIo::new(stream);
-                let mut http1 = frontend.hyper_http1();
+                let mut http1 = hyper_http1(frontend.config.limits.request_read_timeout());
                 http1.keep_alive(false);
                 tokio::spawn(async move {
                     let service =
@@ -249,7 +249,7 @@ impl Connection {
             return;
         }
         let held = permit.clone();
-        let http1 = frontend.hyper_http1();
+        let http1 = hyper_http1(frontend.config.limits.request_read_timeout());
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let frontend = frontend.clone();
             let held = HeldPermit {
@@ -279,6 +279,19 @@ impl Connection {
         }
         drop(permit);
     }
+}
+
+/// hyper's HTTP/1.1 server as the gateway runs it (frontend and `/metrics`): `read_timeout` for
+/// each request head, idle waits included, as the own loop has; hyper bounds only the head, and
+/// closes without an answer when it passes.
+pub(crate) fn hyper_http1(
+    read_timeout: std::time::Duration,
+) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(read_timeout);
+    builder
 }
 
 /// What the connection's own loop shares with the drain watching it (on the same task: relaxed
@@ -427,16 +440,6 @@ impl Frontend {
             self.config.limits.request_read_timeout_secs
         );
         self.refused(&class, &why, started)
-    }
-
-    /// hyper's HTTP/1.1 server as the frontend runs it: the same request read timeout as the own
-    /// loop, though hyper bounds only the head, and closes without an answer when it passes.
-    fn hyper_http1(&self) -> hyper::server::conn::http1::Builder {
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(self.config.limits.request_read_timeout());
-        builder
     }
 
     /// Counts a request the frontend refused before any layer saw it.

@@ -35,6 +35,11 @@ pub fn negotiate_version(requested: Option<&str>) -> &'static str {
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// A boxed future that may borrow: for a rare or once-a-connection path, so that the futures
+/// that await it (each copied whole into its parent on a call's path) hold a pointer, not its
+/// size (docs/PERFORMANCE.md).
+pub(crate) type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// Which client transport a session came in on (the `transport` label of sessions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ClientTransport {

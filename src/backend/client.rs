@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use mcp_gateway_layers::classify::{Component, ErrorClass, ErrorType, GatewayError};
 use mcp_gateway_layers::jsonrpc::{Kind, McpMethod, Message};
 use mcp_gateway_layers::metrics::{GatewayMetrics, RecoveryMechanism};
@@ -400,9 +401,21 @@ impl BackendClient {
 
     /// Sends a request under the gateway's id `id` and waits for the answer, whose id is put
     /// back to the request's own. Dropping the future cancels the call at the backend.
-    pub async fn call(&self, id: u64, request: &Message) -> Reply {
-        let result = self.call_inner(id, request).await;
-        let failed = match &result {
+    // Not an `async fn`: its future is `call_inner`'s, which one of its own would copy whole.
+    pub fn call<'a>(
+        &'a self,
+        id: u64,
+        request: &'a Message,
+    ) -> impl Future<Output = Reply> + Send + 'a {
+        self.call_inner(id, request).map(move |result| {
+            self.count(&result);
+            result
+        })
+    }
+
+    /// Counts a call's outcome in `gateway_backend_requests_total`.
+    fn count(&self, result: &Reply) {
+        let failed = match result {
             Ok(resp) => resp.failure_class(Component::Backend).map(|c| c.error_type),
             Err(e) => Some(e.class().error_type),
         };
@@ -422,7 +435,6 @@ impl BackendClient {
                     .inc();
             }
         }
-        result
     }
 
     async fn call_inner(&self, id: u64, request: &Message) -> Reply {

@@ -15,6 +15,8 @@ mod websocket;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use mcp_gateway_layers::jsonrpc::Message;
 use tokio::sync::mpsc;
 
@@ -58,10 +60,11 @@ impl PipeTx {
     /// Sends a call's request. A Streamable HTTP POST runs to its end in the caller's task (its
     /// caller waits for this answer anyway: no task of its own, no wake-up of another worker),
     /// so the answer is in the inbox when this returns; the other transports queue it.
-    pub async fn send_call(&self, msg: Message) -> Result<(), Message> {
+    // Not an `async fn`: its future is the transport's, which one of its own would copy whole.
+    pub fn send_call(&self, msg: Message) -> impl Future<Output = Result<(), Message>> + Send + '_ {
         match self {
-            PipeTx::Queue(tx) => tx.send(msg).await.map_err(|e| e.0),
-            PipeTx::Post(poster) => poster.post_here(msg).await,
+            PipeTx::Queue(tx) => Either::Left(tx.send(msg).map(|sent| sent.map_err(|e| e.0))),
+            PipeTx::Post(poster) => Either::Right(poster.post_here(msg)),
         }
     }
 

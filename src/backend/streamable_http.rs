@@ -5,6 +5,8 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use mcp_gateway_layers::classify::{Component, ErrorClass, ErrorType, classify_error};
 use mcp_gateway_layers::jsonrpc::{Kind, McpMethod, Message};
@@ -13,7 +15,7 @@ use mcp_gateway_layers::sse::SseParser;
 use super::http1::{Body, Endpoint, HttpPool, Request};
 use super::{Connector, Forwarded, Inbound, Inbox, PipeTx, inbound};
 use crate::config::BackendConfig;
-use crate::mcp::{BoxFuture, class_error_response};
+use crate::mcp::{BoxFuture, Boxed, class_error_response};
 use crate::{lock, wait_until};
 
 /// The configured headers plus a forwarded `Authorization`, ready to copy onto requests.
@@ -153,12 +155,14 @@ pub struct Poster {
 
 impl Poster {
     /// Posts a request in the caller's task.
-    pub(super) async fn post_here(&self, msg: Message) -> Result<(), Message> {
+    pub(super) fn post_here(
+        &self,
+        msg: Message,
+    ) -> impl Future<Output = Result<(), Message>> + Send + 'static {
         if self.link.incoming.is_closed() {
-            return Err(msg);
+            return Either::Left(std::future::ready(Err(msg)));
         }
-        self.link.clone().post_in_order(msg).await;
-        Ok(())
+        Either::Right(self.link.clone().post_in_order(msg).map(Ok))
     }
 
     /// Posts on a task of its own; `notifications/initialized` also opens the GET stream.
@@ -266,12 +270,15 @@ impl Link {
     }
 
     /// The answer to a request that failed before the backend could answer it.
-    async fn fail(&self, msg: &Message, class: ErrorClass, why: &str) {
-        tracing::warn!(backend = %self.target.config.namespace, error_type = class.error_type.as_str(), reason = why, "backend HTTP request failed");
-        if msg.kind() == Kind::Request {
-            let answer = class_error_response(msg.id_raw(), &class, why, None);
-            let _ = self.incoming.send(Inbound::Message(answer)).await;
-        }
+    /// Boxed: a failure is rare, and its future would be part of every POST's (see `Boxed`).
+    fn fail<'a>(&'a self, msg: &'a Message, class: ErrorClass, why: &'a str) -> Boxed<'a, ()> {
+        Box::pin(async move {
+            tracing::warn!(backend = %self.target.config.namespace, error_type = class.error_type.as_str(), reason = why, "backend HTTP request failed");
+            if msg.kind() == Kind::Request {
+                let answer = class_error_response(msg.id_raw(), &class, why, None);
+                let _ = self.incoming.send(Inbound::Message(answer)).await;
+            }
+        })
     }
 
     async fn post(&self, msg: Message) {
@@ -319,7 +326,9 @@ impl Link {
             return;
         }
         if resp.event_stream {
-            self.read_events(resp.body, is_initialize).await;
+            // Boxed: an event stream's reading is larger than the rest of the POST together.
+            let events: Boxed<'_, ()> = Box::pin(self.read_events(resp.body, is_initialize));
+            events.await;
         } else {
             match resp.body.collect(self.target.max_message_bytes).await {
                 Ok(body) => self.deliver(body, is_initialize).await,

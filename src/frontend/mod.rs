@@ -10,6 +10,7 @@ mod websocket;
 mod workers;
 
 use std::convert::Infallible;
+use std::future::ready;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -36,7 +37,7 @@ pub(crate) use websocket::WS_READ_BUFFER_BYTES;
 pub use workers::Workers;
 
 use crate::config::Config;
-use crate::mcp::McpHandler;
+use crate::mcp::{Boxed, McpHandler};
 use crate::telemetry::Telemetry;
 
 /// The frontends' shared state.
@@ -217,7 +218,13 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(self, stream: tokio::net::TcpStream) {
+    /// The connection's task, served until it closes or the drain begins.
+    #[inline(never)]
+    fn serve(self, stream: tokio::net::TcpStream) -> Boxed<'static, ()> {
+        Box::pin(self.run(stream))
+    }
+
+    async fn run(self, stream: tokio::net::TcpStream) {
         let Connection {
             frontend,
             peer,
@@ -230,8 +237,7 @@ impl Connection {
             http1::ServerConn::new(stream, frontend.config.limits.request_read_timeout());
         let state = LoopState::default();
         let handed_off = {
-            let own = own_loop(&frontend, &mut conn, peer, &permit, &state);
-            tokio::pin!(own);
+            let mut own = own_loop(&frontend, &mut conn, peer, &permit, &state);
             tokio::select! {
                 biased;
                 handed_off = &mut own => handed_off,
@@ -245,9 +251,23 @@ impl Connection {
                 }
             }
         };
-        if !handed_off {
-            return;
+        if handed_off {
+            hand_to_hyper(frontend, conn, peer, permit, state, drain_signal).await;
         }
+    }
+}
+
+/// Serves the rest of a connection the own loop left with hyper (its bytes read so far first).
+#[inline(never)]
+fn hand_to_hyper(
+    frontend: Arc<Frontend>,
+    conn: http1::ServerConn,
+    peer: SocketAddr,
+    permit: Arc<mcp_gateway_layers::limit::ConnectionPermit>,
+    state: LoopState,
+    mut drain_signal: watch::Receiver<bool>,
+) -> Boxed<'static, ()> {
+    Box::pin(async move {
         let held = permit.clone();
         let http1 = hyper_http1(frontend.config.limits.request_read_timeout());
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -278,7 +298,7 @@ impl Connection {
             }
         }
         drop(permit);
-    }
+    })
 }
 
 /// hyper's HTTP/1.1 server as the gateway runs it (frontend and `/metrics`): `read_timeout` for
@@ -304,7 +324,18 @@ struct LoopState {
 }
 
 /// Serves requests on the connection's own loop; true when one is left for hyper.
-async fn own_loop(
+#[inline(never)]
+fn own_loop<'a>(
+    frontend: &'a Arc<Frontend>,
+    conn: &'a mut http1::ServerConn,
+    peer: SocketAddr,
+    permit: &'a Arc<mcp_gateway_layers::limit::ConnectionPermit>,
+    state: &'a LoopState,
+) -> Boxed<'a, bool> {
+    Box::pin(serve_requests(frontend, conn, peer, permit, state))
+}
+
+async fn serve_requests(
     frontend: &Arc<Frontend>,
     conn: &mut http1::ServerConn,
     peer: SocketAddr,
@@ -325,7 +356,11 @@ async fn own_loop(
                 if !conn.is_idle() {
                     let resp = frontend.late_request(waiting_since);
                     let timeout = frontend.config.limits.request_read_timeout();
-                    let _ = tokio::time::timeout(timeout, conn.write_response(resp, true)).await;
+                    let late: Boxed<'_, _> = Box::pin(tokio::time::timeout(
+                        timeout,
+                        conn.write_response(resp, true),
+                    ));
+                    let _ = late.await;
                 }
                 return false;
             }
@@ -470,12 +505,14 @@ impl Frontend {
         );
     }
 
-    async fn route(
+    // Not an `async fn`: its future is the endpoint's, which one of its own would copy whole.
+    fn route(
         self: Arc<Self>,
         req: Request<RequestBody>,
         peer: SocketAddr,
         permit: HeldPermit,
-    ) -> Response<ResponseBody> {
+    ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
+        use futures_util::future::Either::{Left, Right};
         let started = Instant::now();
         if let Some(origin) = req.headers().get(http::header::ORIGIN) {
             let ok = origin
@@ -483,15 +520,17 @@ impl Frontend {
                 .is_ok_and(|o| origin_allowed(o, &self.config.allowed_origins));
             if !ok {
                 let class = client_error(ErrorType::Forbidden, StatusCode::FORBIDDEN);
-                return self.refused(&class, "origin not allowed", started);
+                return Left(ready(self.refused(&class, "origin not allowed", started)));
             }
         }
-        match (req.method(), req.uri().path()) {
-            (&Method::POST, "/mcp") => self.streamable_post(req, peer, started).await,
+        let answered = match (req.method(), req.uri().path()) {
+            (&Method::POST, "/mcp") => {
+                return Right(Left(self.streamable_post(req, peer, started)));
+            }
+            (&Method::POST, "/messages") => return Right(Right(self.sse_post(req, peer, started))),
             (&Method::GET, "/mcp") => self.streamable_get(req, started),
             (&Method::DELETE, "/mcp") => self.streamable_delete(req, started),
             (&Method::GET, "/sse") => self.sse_open(),
-            (&Method::POST, "/messages") => self.sse_post(req, peer, started).await,
             (&Method::GET, "/ws") => self.websocket(req, peer, permit, started),
             (_, "/mcp" | "/sse" | "/messages" | "/ws") => {
                 let class = client_error(ErrorType::Validation, StatusCode::METHOD_NOT_ALLOWED);
@@ -501,7 +540,8 @@ impl Frontend {
                 let class = client_error(ErrorType::NotFound, StatusCode::NOT_FOUND);
                 self.refused(&class, "no such endpoint", started)
             }
-        }
+        };
+        Left(ready(answered))
     }
 
     /// Reads a POST body as one JSON-RPC message: 415 for another content type, 413 when too
@@ -532,8 +572,10 @@ impl Frontend {
             // hyper times only the head: a body (chunked, say) gets the read timeout here.
             RequestBody::Hyper(body) => {
                 let collect = Limited::new(body, limit).collect();
-                match tokio::time::timeout(self.config.limits.request_read_timeout(), collect).await
-                {
+                let timeout = self.config.limits.request_read_timeout();
+                // Boxed: only hyper's requests wait here (see `Boxed`).
+                let read: Boxed<'_, _> = Box::pin(tokio::time::timeout(timeout, collect));
+                match read.await {
                     Ok(collected) => collected.map(|collected| collected.to_bytes()),
                     Err(_) => return Err(Box::new(self.late_request(started))),
                 }

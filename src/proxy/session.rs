@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use futures_util::future::join_all;
 use mcp_gateway_layers::BoxError;
 use mcp_gateway_layers::classify::{
@@ -25,7 +26,7 @@ use super::{GatewayInner, MessageStack};
 use crate::backend::{BackendClient, BackendEvent, EventTarget, Forwarded, connector};
 use crate::lock;
 use crate::mcp::{
-    BoxFuture, ClientStream, ClientTransport, Outbox, RequestContext, Session,
+    BoxFuture, Boxed, ClientStream, ClientTransport, Outbox, RequestContext, Session,
     class_error_response, negotiate_version, result_message,
 };
 use crate::telemetry::SessionGuard;
@@ -146,16 +147,19 @@ impl Service<JsonRpcRequest> for Router {
     }
 
     fn call(&mut self, req: JsonRpcRequest) -> Self::Future {
-        let session = self.session.upgrade();
-        Box::pin(async move {
-            let session = session.ok_or_else(|| {
-                GatewayError::new(
-                    ErrorClass::new(ErrorType::Canceled, Component::Client),
-                    "session closed",
-                )
-            })?;
-            Ok(JsonRpcResponse::new(session.route(req).await?))
-        })
+        let Some(session) = self.session.upgrade() else {
+            let closed = GatewayError::new(
+                ErrorClass::new(ErrorType::Canceled, Component::Client),
+                "session closed",
+            );
+            return Box::pin(std::future::ready(Err(closed.into())));
+        };
+        // The route's own future, boxed: a block awaiting it would be copied whole first.
+        Box::pin(
+            session
+                .route(req)
+                .map(|routed| Ok(JsonRpcResponse::new(routed?))),
+        )
     }
 }
 
@@ -486,7 +490,11 @@ impl ProxySession {
                 self.forward(index, msg, Rewrite::NONE, related, trace)
                     .await
             }
-            McpMethod::CompletionComplete => self.complete(msg, related, trace).await,
+            McpMethod::CompletionComplete => {
+                // Boxed: larger than a forwarded call, and rarer (see `Boxed`).
+                let complete: Boxed<'_, _> = Box::pin(self.complete(msg, related, trace));
+                complete.await
+            }
             McpMethod::LoggingSetLevel => {
                 let count = lock(&self.state).backends.len();
                 join_all((0..count).map(|i| self.forward(i, msg, Rewrite::NONE, None, trace)))

@@ -546,11 +546,15 @@ impl Frontend {
 
     /// Reads a POST body as one JSON-RPC message: 415 for another content type, 413 when too
     /// large, 400 with -32700 / -32600 when it is not a JSON-RPC message.
-    async fn read_message(
+    // Not an `async fn`: only hyper's bodies are waited for, and their wait is boxed.
+    fn read_message(
         &self,
         req: Request<RequestBody>,
         started: Instant,
-    ) -> Result<(http::request::Parts, Message), Box<Response<ResponseBody>>> {
+    ) -> impl Future<Output = Result<(http::request::Parts, Message), Box<Response<ResponseBody>>>>
+    + Send
+    + '_ {
+        use futures_util::future::Either::{Left, Right};
         let json = req
             .headers()
             .get(http::header::CONTENT_TYPE)
@@ -558,29 +562,40 @@ impl Frontend {
             .is_some_and(|v| v.starts_with("application/json"));
         if !json {
             let class = client_error(ErrorType::Validation, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-            return Err(Box::new(self.refused(
-                &class,
-                "Content-Type must be application/json",
-                started,
-            )));
+            let refused = self.refused(&class, "Content-Type must be application/json", started);
+            return Left(ready(Err(Box::new(refused))));
         }
         let (parts, body) = req.into_parts();
-        let limit = self.config.limits.max_message_bytes;
-        let body = match body {
+        match body {
             // The own loop read it, within the limit and the read timeout.
-            RequestBody::Read(bytes) => Ok(bytes),
+            RequestBody::Read(bytes) => Left(ready(self.parse_message(parts, Ok(bytes), started))),
             // hyper times only the head: a body (chunked, say) gets the read timeout here.
             RequestBody::Hyper(body) => {
+                let limit = self.config.limits.max_message_bytes;
                 let collect = Limited::new(body, limit).collect();
                 let timeout = self.config.limits.request_read_timeout();
-                // Boxed: only hyper's requests wait here (see `Boxed`).
-                let read: Boxed<'_, _> = Box::pin(tokio::time::timeout(timeout, collect));
-                match read.await {
-                    Ok(collected) => collected.map(|collected| collected.to_bytes()),
-                    Err(_) => return Err(Box::new(self.late_request(started))),
-                }
+                let read: Boxed<'_, _> = Box::pin(async move {
+                    match tokio::time::timeout(timeout, collect).await {
+                        Ok(collected) => {
+                            let bytes = collected.map(|collected| collected.to_bytes());
+                            self.parse_message(parts, bytes, started)
+                        }
+                        Err(_) => Err(Box::new(self.late_request(started))),
+                    }
+                });
+                Right(read)
             }
-        };
+        }
+    }
+
+    /// The message in a body read whole (or why it is refused).
+    fn parse_message(
+        &self,
+        parts: http::request::Parts,
+        body: Result<Bytes, Box<dyn std::error::Error + Send + Sync>>,
+        started: Instant,
+    ) -> Result<(http::request::Parts, Message), Box<Response<ResponseBody>>> {
+        let limit = self.config.limits.max_message_bytes;
         let bytes: Bytes = match body {
             Ok(bytes) => bytes,
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {

@@ -1023,55 +1023,56 @@ impl Session for ProxySession {
         message: Message,
         ctx: RequestContext,
     ) -> BoxFuture<Option<Message>> {
-        Box::pin(async move {
-            match message.kind() {
-                Kind::Request => {
-                    let backend = match message.method() {
-                        McpMethod::ToolsCall | McpMethod::PromptsGet => {
-                            message.tool_name().and_then(|n| self.resolve_backend(n))
-                        }
-                        _ => None,
-                    };
-                    let namespace = match backend {
-                        Some(i) => self.gateway.namespaces[i].clone(),
-                        None => Namespace::unrouted(),
-                    };
-                    let mut req = JsonRpcRequest::new(message);
-                    req.context = mcp_gateway_layers::parts::RequestContext {
-                        namespace: Some(namespace),
-                        headers: Some(ctx.headers),
-                        client_addr: ctx.client_addr,
-                        session_id: ctx.session_id,
-                        trace: None,
-                    };
-                    if let Some(related) = ctx.related {
-                        req.extensions.insert(Related(related));
+        match message.kind() {
+            Kind::Request => {
+                let backend = match message.method() {
+                    McpMethod::ToolsCall | McpMethod::PromptsGet => {
+                        message.tool_name().and_then(|n| self.resolve_backend(n))
                     }
-                    let id = req.message.id_bytes();
-                    match self.stack.clone().oneshot(req).await {
-                        Ok(resp) => Some(resp.message),
+                    _ => None,
+                };
+                let namespace = match backend {
+                    Some(i) => self.gateway.namespaces[i].clone(),
+                    None => Namespace::unrouted(),
+                };
+                let mut req = JsonRpcRequest::new(message);
+                req.context = mcp_gateway_layers::parts::RequestContext {
+                    namespace: Some(namespace),
+                    headers: Some(ctx.headers),
+                    client_addr: ctx.client_addr,
+                    session_id: ctx.session_id,
+                    trace: None,
+                };
+                if let Some(related) = ctx.related {
+                    req.extensions.insert(Related(related));
+                }
+                let id = req.message.id_bytes();
+                // The stack's own future, boxed: a block awaiting it would be copied whole first.
+                Box::pin(self.stack.clone().oneshot(req).map(move |answered| {
+                    Some(match answered {
+                        Ok(resp) => resp.message,
                         Err(e) => {
                             let class = classify_error(&*e);
                             let id = id.as_ref().and_then(|b| std::str::from_utf8(b).ok());
-                            Some(class_error_response(
+                            class_error_response(
                                 id,
                                 &class,
                                 "the gateway could not take the request",
                                 None,
-                            ))
+                            )
                         }
-                    }
-                }
-                Kind::Notification => {
-                    self.notify(message).await;
-                    None
-                }
-                Kind::Response | Kind::Error => {
-                    self.answer_backend(message).await;
-                    None
-                }
+                    })
+                }))
             }
-        })
+            Kind::Notification => Box::pin(async move {
+                self.notify(message).await;
+                None
+            }),
+            Kind::Response | Kind::Error => Box::pin(async move {
+                self.answer_backend(message).await;
+                None
+            }),
+        }
     }
 
     fn close(&self) {

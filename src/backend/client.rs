@@ -453,8 +453,9 @@ impl BackendClient {
         };
         // One deadline for sending and answering: an HTTP backend's POST is the whole call. The
         // answer may come before the POST ends (an SSE stream left open): then it is enough.
-        let send = tx.send_call(outgoing);
-        tokio::pin!(send, reply_rx);
+        // Pinned where it is made: the POST's future is large, and moving it costs a copy.
+        let mut send = std::pin::pin!(tx.send_call(outgoing));
+        tokio::pin!(reply_rx);
         let exchange = async {
             tokio::select! {
                 biased;

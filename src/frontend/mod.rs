@@ -218,7 +218,8 @@ struct Connection {
 }
 
 impl Connection {
-    /// The connection's task, served until it closes or the drain begins.
+    /// The connection's task, served until it closes or the drain begins; boxed where it is made,
+    /// out of line, so that the frames polling it stay shallow (see `Boxed`).
     #[inline(never)]
     fn serve(self, stream: tokio::net::TcpStream) -> Boxed<'static, ()> {
         Box::pin(self.run(stream))
@@ -257,7 +258,8 @@ impl Connection {
     }
 }
 
-/// Serves the rest of a connection the own loop left with hyper (its bytes read so far first).
+/// Serves the rest of a connection the own loop left with hyper (its bytes read so far first);
+/// boxed out of line, as the connection's task is.
 #[inline(never)]
 fn hand_to_hyper(
     frontend: Arc<Frontend>,
@@ -323,7 +325,8 @@ struct LoopState {
     draining: AtomicBool,
 }
 
-/// Serves requests on the connection's own loop; true when one is left for hyper.
+/// Serves requests on the connection's own loop; true when one is left for hyper. Boxed out of
+/// line, as the connection's task is.
 #[inline(never)]
 fn own_loop<'a>(
     frontend: &'a Arc<Frontend>,

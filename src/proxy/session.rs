@@ -371,47 +371,53 @@ impl ProxySession {
                 None => client.route_progress(token, stream, None),
             }
         });
-        // The backend call's span is a child of the request's; stdio and WebSocket carry it only
-        // in _meta, HTTP transports also in headers.
-        let call_ctx = trace.map(TraceContext::child);
-        // Only a sampled call gets a span of its own (it is exported); log lines of an unsampled
-        // one carry the request's span and trace id.
-        let span = match call_ctx.as_ref().filter(|ctx| ctx.sampled) {
-            Some(ctx) => {
-                let parent_hex = ctx.parent_span_id.map(SpanId::hex);
-                tracing::info_span!(
-                    "mcp.client",
-                    otel.kind = "client",
-                    sampled = ctx.sampled,
-                    trace_id = ctx.trace_id.hex().as_str(),
-                    span_id = ctx.span_id.hex().as_str(),
-                    parent_span_id = parent_hex.as_ref().map(Hex::as_str),
-                    mcp.method.name = msg.method_name(),
-                    jsonrpc.request.id = msg.id_raw(),
-                    gen_ai.tool.name = rewrite.tool.or(msg.tool_name()),
-                    network.transport = if self.gateway.backends[index].transport == crate::config::BackendTransport::Stdio { "pipe" } else { "tcp" },
-                    mcp.backend = self.gateway.backends[index].namespace.as_str(),
-                    error.type = tracing::field::Empty,
-                )
+        // Made in a block of their own: what only makes the outgoing message is not kept in the
+        // call's future while the backend answers.
+        let (span, outgoing) = {
+            let unique_token = unique_token;
+            // The backend call's span is a child of the request's; stdio and WebSocket carry it
+            // only in _meta, HTTP transports also in headers.
+            let call_ctx = trace.map(TraceContext::child);
+            // Only a sampled call gets a span of its own (it is exported); log lines of an
+            // unsampled one carry the request's span and trace id.
+            let span = match call_ctx.as_ref().filter(|ctx| ctx.sampled) {
+                Some(ctx) => {
+                    let parent_hex = ctx.parent_span_id.map(SpanId::hex);
+                    tracing::info_span!(
+                        "mcp.client",
+                        otel.kind = "client",
+                        sampled = ctx.sampled,
+                        trace_id = ctx.trace_id.hex().as_str(),
+                        span_id = ctx.span_id.hex().as_str(),
+                        parent_span_id = parent_hex.as_ref().map(Hex::as_str),
+                        mcp.method.name = msg.method_name(),
+                        jsonrpc.request.id = msg.id_raw(),
+                        gen_ai.tool.name = rewrite.tool.or(msg.tool_name()),
+                        network.transport = if self.gateway.backends[index].transport == crate::config::BackendTransport::Stdio { "pipe" } else { "tcp" },
+                        mcp.backend = self.gateway.backends[index].namespace.as_str(),
+                        error.type = tracing::field::Empty,
+                    )
+                }
+                None => tracing::Span::none(),
+            };
+            let traceparent = call_ctx.as_ref().map(TraceContext::traceparent);
+            // One rewrite (and one parse) for everything the backend sees differently; the members
+            // are at most these two, kept on the stack.
+            let mut members = [("", ""); 2];
+            let mut count = 0;
+            for member in [
+                unique_token.as_deref().map(|t| ("progressToken", t)),
+                traceparent.as_deref().map(|t| ("traceparent", t)),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                members[count] = member;
+                count += 1;
             }
-            None => tracing::Span::none(),
+            let outgoing = msg.with_params(rewrite.params, &members[..count]);
+            (span, outgoing)
         };
-        let traceparent = call_ctx.as_ref().map(TraceContext::traceparent);
-        // One rewrite (and one parse) for everything the backend sees differently; the members
-        // are at most these two, kept on the stack.
-        let mut members = [("", ""); 2];
-        let mut count = 0;
-        for member in [
-            unique_token.as_deref().map(|t| ("progressToken", t)),
-            traceparent.as_deref().map(|t| ("traceparent", t)),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            members[count] = member;
-            count += 1;
-        }
-        let outgoing = msg.with_params(rewrite.params, &members[..count]);
         // An unsampled call has no span to enter on every poll.
         let result = if span.is_none() {
             client.call(id, &outgoing).await

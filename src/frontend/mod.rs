@@ -253,20 +253,22 @@ impl Connection {
             }
         };
         if handed_off {
-            hand_to_hyper(frontend, conn, peer, permit, state, drain_signal).await;
+            let draining = state.draining.load(Relaxed);
+            hand_to_hyper(frontend, conn, peer, permit, draining, drain_signal).await;
         }
     }
 }
 
-/// Serves the rest of a connection the own loop left with hyper (its bytes read so far first);
-/// boxed out of line, as the connection's task is.
+/// Serves the rest of a connection the own loop left with hyper (its bytes read so far first),
+/// shut down gracefully at once if the drain had begun; boxed out of line, as the connection's
+/// task is.
 #[inline(never)]
 fn hand_to_hyper(
     frontend: Arc<Frontend>,
     conn: http1::ServerConn,
     peer: SocketAddr,
     permit: Arc<mcp_gateway_layers::limit::ConnectionPermit>,
-    state: LoopState,
+    draining: bool,
     mut drain_signal: watch::Receiver<bool>,
 ) -> Boxed<'static, ()> {
     Box::pin(async move {
@@ -289,12 +291,12 @@ fn hand_to_hyper(
             .serve_connection(TokioIo::new(conn.into_rewind()), service)
             .with_upgrades();
         tokio::pin!(conn);
-        if state.draining.load(Relaxed) {
+        if draining {
             conn.as_mut().graceful_shutdown();
         }
         tokio::select! {
             _ = conn.as_mut() => {}
-            _ = drain_signal.changed(), if !state.draining.load(Relaxed) => {
+            _ = drain_signal.changed(), if !draining => {
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;
             }
@@ -595,7 +597,7 @@ impl Frontend {
     fn parse_message(
         &self,
         parts: http::request::Parts,
-        body: Result<Bytes, Box<dyn std::error::Error + Send + Sync>>,
+        body: Result<Bytes, mcp_gateway_layers::BoxError>,
         started: Instant,
     ) -> Result<(http::request::Parts, Message), Box<Response<ResponseBody>>> {
         let limit = self.config.limits.max_message_bytes;

@@ -3,15 +3,18 @@
 //! `request_id` and `method` taken from the span it happened in.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use crate::lock;
+use mcp_gateway_layers::classify::ErrorClass;
 use mcp_gateway_layers::jsonrpc::{needs_no_escape, push_json_string};
-use mcp_gateway_layers::metrics::{REQUEST_LOG_TARGET, RequestLogRecord, RequestLogSink};
-use mcp_gateway_layers::trace::LogScope;
+use mcp_gateway_layers::metrics::{AddrText, REQUEST_LOG_TARGET, RequestLogRecord, RequestLogSink};
+use mcp_gateway_layers::trace::{LogScope, SpanId, TraceId};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
@@ -370,12 +373,35 @@ pub(crate) fn is_json_layer_only() -> bool {
 /// by every session's stack.
 pub(crate) fn request_log_sink() -> Option<Arc<dyn RequestLogSink>> {
     static SINK: OnceLock<Arc<dyn RequestLogSink>> = OnceLock::new();
-    is_json_layer_only().then(|| SINK.get_or_init(|| Arc::new(JsonRequestLog)).clone())
+    is_json_layer_only().then(|| {
+        SINK.get_or_init(|| Arc::new(ProcessRequestLog::default()))
+            .clone()
+    })
+}
+
+/// [`JsonRequestLog`] for the process, asking the log filter once per level: the binary's filter
+/// (`MCP_GATEWAY_LOG`) is set before it serves and never changes, and asking it again cost every
+/// request about 250 instructions.
+#[derive(Debug, Default)]
+struct ProcessRequestLog {
+    /// The filter's answer for `request completed` and for `request failed`.
+    wanted: [OnceLock<bool>; 2],
+}
+
+impl RequestLogSink for ProcessRequestLog {
+    fn enabled(&self, failed: bool) -> bool {
+        *self.wanted[usize::from(failed)].get_or_init(|| JsonRequestLog.enabled(failed))
+    }
+
+    fn log(&self, record: &RequestLogRecord<'_>) {
+        JsonRequestLog.log(record);
+    }
 }
 
 /// Writes each request's `request completed` / `request failed` line straight from its fields,
 /// member for member as [`JsonLogLayer`] writes the `tracing` event, without tracing's per-field
-/// dispatch (the largest cost of a request's logging). For a process whose log layer is
+/// dispatch (the largest cost of a request's logging). The request only queues its record: the
+/// log thread formats it with the lines around it. For a process whose log layer is
 /// [`JsonLogLayer`] alone: other layers do not see the event. The log filter still decides
 /// (the sink's default [`RequestLogSink::enabled`], asked before the record is made).
 #[derive(Debug, Default)]
@@ -383,31 +409,22 @@ pub struct JsonRequestLog;
 
 impl RequestLogSink for JsonRequestLog {
     fn log(&self, record: &RequestLogRecord<'_>) {
-        thread_local! {
-            // A request line is written on every request: its buffer is the thread's, reused.
-            static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
-        }
-        LINE.with_borrow_mut(|line| {
-            line.clear();
-            request_line(line, record);
-            writer().push(line);
-        });
+        writer().push_request(record, since_epoch());
     }
 }
 
-/// A request's line, in the order the event's fields are declared. Straight-line, with each
-/// member's name and quote written as one constant: every request writes one.
-fn request_line(line: &mut Vec<u8>, record: &RequestLogRecord<'_>) {
+/// A request's line at `at` (since the epoch), in the order the event's fields are declared.
+/// Straight-line, with each member's name and quote written as one constant: every request
+/// writes one.
+fn request_line(line: &mut Vec<u8>, record: &RequestLogRecord<'_>, at: Duration) {
     /// `,"name":` and a value the gateway makes itself (hex ids, labels, an address, the
     /// message): copied without the escape check, which debug builds (the tests) still make.
     #[inline(always)]
-    fn plain(line: &mut Vec<u8>, member: &[u8], value: &str) {
-        debug_assert!(mcp_gateway_layers::jsonrpc::needs_no_escape(
-            value.as_bytes()
-        ));
+    fn plain(line: &mut Vec<u8>, member: &[u8], value: &[u8]) {
+        debug_assert!(mcp_gateway_layers::jsonrpc::needs_no_escape(value));
         line.extend_from_slice(member);
         line.push(b'"');
-        line.extend_from_slice(value.as_bytes());
+        line.extend_from_slice(value);
         line.push(b'"');
     }
     /// `,"name":` and a value that may need escaping (a client's session or request id).
@@ -417,13 +434,13 @@ fn request_line(line: &mut Vec<u8>, record: &RequestLogRecord<'_>) {
         push_json_string(line, value);
     }
     line.extend_from_slice(b"{\"timestamp\":\"");
-    rfc3339_now(line);
+    rfc3339_cached(line, at);
     line.extend_from_slice(request_level_and_target(record.failure.is_some()));
     if let Some(id) = record.trace_id {
-        plain(line, b",\"trace_id\":", id);
+        plain(line, b",\"trace_id\":", id.hex().as_bytes());
     }
     if let Some(id) = record.span_id {
-        plain(line, b",\"span_id\":", id);
+        plain(line, b",\"span_id\":", id.hex().as_bytes());
     }
     if let Some(id) = record.session_id {
         string(line, b",\"session_id\":", id);
@@ -431,19 +448,27 @@ fn request_line(line: &mut Vec<u8>, record: &RequestLogRecord<'_>) {
     if let Some(id) = record.request_id {
         string(line, b",\"request_id\":", id);
     }
-    plain(line, b",\"method\":", record.method);
+    plain(line, b",\"method\":", record.method.as_bytes());
     string(line, b",\"namespace\":", record.namespace);
     string(line, b",\"backend\":", record.namespace);
-    plain(line, b",\"status\":", record.status);
+    plain(line, b",\"status\":", record.status.as_bytes());
     line.extend_from_slice(b",\"duration_ms\":");
     let _ = serde_json::to_writer(&mut *line, &record.duration_ms);
     if let Some(addr) = record.client_addr {
-        plain(line, b",\"client_addr\":", addr);
+        plain(line, b",\"client_addr\":", AddrText::of(addr).as_bytes());
     }
     if let Some(class) = record.failure {
-        plain(line, b",\"error_type\":", class.error_type.as_str());
-        plain(line, b",\"severity\":", class.severity.as_str());
-        plain(line, b",\"component\":", class.component.as_str());
+        plain(
+            line,
+            b",\"error_type\":",
+            class.error_type.as_str().as_bytes(),
+        );
+        plain(line, b",\"severity\":", class.severity.as_str().as_bytes());
+        plain(
+            line,
+            b",\"component\":",
+            class.component.as_str().as_bytes(),
+        );
         line.extend_from_slice(if class.retryable {
             b",\"retryable\":true"
         } else {
@@ -456,7 +481,7 @@ fn request_line(line: &mut Vec<u8>, record: &RequestLogRecord<'_>) {
                 .as_bytes(),
         );
     }
-    plain(line, b",\"msg\":", record.message());
+    plain(line, b",\"msg\":", record.message().as_bytes());
     line.extend_from_slice(b"}\n");
 }
 
@@ -499,7 +524,9 @@ fn writer() -> &'static LineWriter {
 }
 
 /// Log lines are appended to a buffer that one thread writes out every [`WRITE_PAUSE`] at most:
-/// a request never waits for a write syscall, and the lines of a burst cost one. Past
+/// a request never waits for a write syscall, and the lines of a burst cost one. A request's own
+/// line is queued as its record and formatted by that thread, in its place among the lines, so
+/// the request does not run the formatting code (nor miss it in the instruction cache). Past
 /// [`MAX_PENDING_BYTES`] (the output is stuck) lines are dropped and counted, and the count is
 /// written as a line of its own when the output moves again.
 struct LineWriter {
@@ -509,15 +536,83 @@ struct LineWriter {
     direct: AtomicBool,
 }
 
+/// What waits for the writer.
 #[derive(Default)]
 struct Pending {
+    /// Lines formatted by whoever logged them, in order.
     lines: Vec<u8>,
+    /// Request lines still to format, in order, each placed among `lines` by its `after`.
+    requests: Vec<QueuedRequest>,
+    /// The queued requests' texts, back to back.
+    text: String,
     dropped: u64,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.lines.is_empty() && self.requests.is_empty() && self.dropped == 0
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.lines.len() + self.text.len() + self.requests.len() * size_of::<QueuedRequest>()
+    }
+
+    fn clear(&mut self) {
+        self.lines.clear();
+        self.requests.clear();
+        self.text.clear();
+    }
+}
+
+/// A request's log record as it was given, its texts copied into [`Pending::text`].
+struct QueuedRequest {
+    /// How many bytes of [`Pending::lines`] came before it.
+    after: usize,
+    /// When it was logged, since the epoch.
+    at: Duration,
+    trace_id: Option<TraceId>,
+    span_id: Option<SpanId>,
+    client_addr: Option<SocketAddr>,
+    duration_ms: f64,
+    failure: Option<ErrorClass>,
+    /// Where its texts start in [`Pending::text`], and where each ends: session id, request id,
+    /// method, namespace, status.
+    start: u32,
+    ends: [u32; 5],
+    has_session_id: bool,
+    has_request_id: bool,
+}
+
+impl QueuedRequest {
+    fn record<'a>(&'a self, text: &'a str) -> RequestLogRecord<'a> {
+        let mut start = self.start as usize;
+        // Each part was pushed as a whole `str`: its ends are character boundaries.
+        let [session_id, request_id, method, namespace, status] = self.ends.map(|end| {
+            let part = text.get(start..end as usize).unwrap_or_default();
+            start = end as usize;
+            part
+        });
+        RequestLogRecord {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            session_id: self.has_session_id.then_some(session_id),
+            request_id: self.has_request_id.then_some(request_id),
+            method,
+            namespace,
+            status,
+            duration_ms: self.duration_ms,
+            client_addr: self.client_addr,
+            failure: self.failure.as_ref(),
+        }
+    }
 }
 
 struct Output {
     sink: Box<dyn Write + Send>,
-    spare: Vec<u8>,
+    /// What the writer took from [`Pending`] last; kept for its buffers.
+    taken: Pending,
+    /// The text of a write that has request lines in it.
+    formatted: Vec<u8>,
 }
 
 const MAX_PENDING_BYTES: usize = 8 << 20;
@@ -535,7 +630,8 @@ impl LineWriter {
             wake: Condvar::new(),
             output: Mutex::new(Output {
                 sink,
-                spare: Vec::new(),
+                taken: Pending::default(),
+                formatted: Vec::new(),
             }),
             direct: AtomicBool::new(false),
         }
@@ -543,13 +639,57 @@ impl LineWriter {
 
     fn push(&self, line: &[u8]) {
         let mut pending = lock(&self.pending);
-        if pending.lines.len() + line.len() > MAX_PENDING_BYTES {
+        if pending.held_bytes() + line.len() > MAX_PENDING_BYTES {
             pending.dropped += 1;
             return;
         }
-        let was_empty = pending.lines.is_empty();
+        let was_empty = pending.is_empty();
         pending.lines.extend_from_slice(line);
         drop(pending);
+        self.pushed(was_empty);
+    }
+
+    /// Queues a request's line, logged at `at` (since the epoch), for the writer to format.
+    fn push_request(&self, record: &RequestLogRecord<'_>, at: Duration) {
+        let texts = [
+            record.session_id.unwrap_or_default(),
+            record.request_id.unwrap_or_default(),
+            record.method,
+            record.namespace,
+            record.status,
+        ];
+        let text_len: usize = texts.iter().map(|t| t.len()).sum();
+        let mut pending = lock(&self.pending);
+        if pending.held_bytes() + size_of::<QueuedRequest>() + text_len > MAX_PENDING_BYTES {
+            pending.dropped += 1;
+            return;
+        }
+        let was_empty = pending.is_empty();
+        let start = pending.text.len() as u32;
+        let ends = texts.map(|t| {
+            pending.text.push_str(t);
+            pending.text.len() as u32
+        });
+        let after = pending.lines.len();
+        pending.requests.push(QueuedRequest {
+            after,
+            at,
+            trace_id: record.trace_id,
+            span_id: record.span_id,
+            client_addr: record.client_addr,
+            duration_ms: record.duration_ms,
+            failure: record.failure.copied(),
+            start,
+            ends,
+            has_session_id: record.session_id.is_some(),
+            has_request_id: record.request_id.is_some(),
+        });
+        drop(pending);
+        self.pushed(was_empty);
+    }
+
+    /// After a push: written at once without a writer thread, else the thread woken if it waits.
+    fn pushed(&self, was_empty: bool) {
         if self.direct.load(Ordering::Relaxed) {
             self.flush();
         } else if was_empty {
@@ -560,12 +700,16 @@ impl LineWriter {
     /// Writes out what is buffered; the output lock keeps lines in order across writers.
     fn flush(&self) {
         let mut output = lock(&self.output);
-        let Output { sink, spare } = &mut *output;
+        let Output {
+            sink,
+            taken,
+            formatted,
+        } = &mut *output;
         let dropped = {
             let mut pending = lock(&self.pending);
-            spare.clear();
-            std::mem::swap(&mut pending.lines, spare);
-            std::mem::take(&mut pending.dropped)
+            taken.clear();
+            std::mem::swap(&mut *pending, taken);
+            std::mem::take(&mut taken.dropped)
         };
         if dropped > 0 {
             let mut line = b"{\"timestamp\":\"".to_vec();
@@ -576,10 +720,26 @@ impl LineWriter {
             );
             let _ = sink.write_all(&line);
         }
-        let _ = sink.write_all(spare);
+        if taken.requests.is_empty() {
+            let _ = sink.write_all(&taken.lines);
+        } else {
+            formatted.clear();
+            let mut written = 0;
+            for request in &taken.requests {
+                formatted.extend_from_slice(&taken.lines[written..request.after]);
+                written = request.after;
+                request_line(formatted, &request.record(&taken.text), request.at);
+            }
+            formatted.extend_from_slice(&taken.lines[written..]);
+            let _ = sink.write_all(formatted);
+        }
         let _ = sink.flush();
-        if spare.capacity() > MAX_PENDING_BYTES / 4 {
-            *spare = Vec::new();
+        // A burst's buffers are not kept.
+        if taken.held_bytes() > MAX_PENDING_BYTES / 4 {
+            *taken = Pending::default();
+        }
+        if formatted.capacity() > MAX_PENDING_BYTES / 4 {
+            *formatted = Vec::new();
         }
     }
 
@@ -587,7 +747,7 @@ impl LineWriter {
         loop {
             {
                 let mut pending = lock(&self.pending);
-                while pending.lines.is_empty() && pending.dropped == 0 {
+                while pending.is_empty() {
                     pending = self
                         .wake
                         .wait(pending)
@@ -601,12 +761,16 @@ impl LineWriter {
     }
 }
 
+/// Now, since the epoch.
+fn since_epoch() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 /// Appends now as RFC 3339 UTC with microseconds.
 fn rfc3339_now(out: &mut Vec<u8>) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    rfc3339_cached(out, now);
+    rfc3339_cached(out, since_epoch());
 }
 
 /// [`rfc3339`], with the text up to the fraction written once a second per thread.
@@ -713,6 +877,89 @@ mod tests {
         );
     }
 
+    /// Request lines are queued as records and formatted by the writer: each comes out where
+    /// it was logged among the other lines, as [`request_line`] writes its record at its time.
+    #[test]
+    fn queued_request_lines_keep_their_place_and_their_text() {
+        use mcp_gateway_layers::classify::{Component, ErrorType};
+        let class = ErrorClass::new(ErrorType::Timeout, Component::Backend);
+        let completed = RequestLogRecord {
+            trace_id: TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736"),
+            span_id: SpanId::from_hex("00f067aa0ba902b7"),
+            session_id: Some("s\"1"),
+            request_id: Some("7"),
+            method: "tools/call",
+            namespace: "demo",
+            status: "ok",
+            duration_ms: 0.652909,
+            client_addr: Some("127.0.0.1:5".parse().unwrap()),
+            failure: None,
+        };
+        let failed = RequestLogRecord {
+            trace_id: None,
+            span_id: None,
+            session_id: None,
+            request_id: None,
+            status: class.error_type.as_str(),
+            client_addr: Some("[::1]:6".parse().unwrap()),
+            failure: Some(&class),
+            ..completed
+        };
+        let (first, second) = (
+            Duration::new(1_795_518_245, 7_000),
+            Duration::new(1_795_518_246, 0),
+        );
+        let sink = Shared::default();
+        let writer = LineWriter::new(Box::new(sink.clone()));
+        writer.push(b"one\n");
+        writer.push_request(&completed, first);
+        writer.push_request(&failed, second);
+        writer.push(b"two\n");
+        writer.push_request(&completed, second);
+        writer.flush();
+        let line = |record: &RequestLogRecord<'_>, at: Duration| {
+            let mut line = Vec::new();
+            request_line(&mut line, record, at);
+            String::from_utf8(line).unwrap()
+        };
+        let expected = [
+            "one\n".to_owned(),
+            line(&completed, first),
+            line(&failed, second),
+            "two\n".to_owned(),
+            line(&completed, second),
+        ]
+        .concat();
+        assert_eq!(String::from_utf8(lock(&sink.0).clone()).unwrap(), expected);
+        let lines: Vec<Value> = expected
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0]["timestamp"], "2026-11-24T11:04:05.000007Z");
+        assert_eq!(lines[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(lines[0]["span_id"], "00f067aa0ba902b7");
+        assert_eq!(lines[0]["session_id"], "s\"1");
+        assert_eq!(lines[0]["request_id"], "7");
+        assert_eq!(lines[0]["duration_ms"], 0.652909);
+        assert_eq!(lines[0]["client_addr"], "127.0.0.1:5");
+        assert_eq!(lines[0]["msg"], "request completed");
+        assert_eq!(lines[1]["level"], "WARN");
+        assert_eq!(lines[1]["status"], "timeout");
+        assert_eq!(lines[1]["error_type"], "timeout");
+        assert_eq!(lines[1]["client_addr"], "[::1]:6");
+        assert!(lines[1].get("session_id").is_none() && lines[1].get("trace_id").is_none());
+
+        // Queued records count toward the bound like lines: past it they are dropped and counted.
+        let big = vec![b'x'; MAX_PENDING_BYTES - 100];
+        writer.push(&big);
+        writer.push_request(&completed, first);
+        writer.flush();
+        let out = String::from_utf8(lock(&sink.0).clone()).unwrap();
+        let notice: Value = serde_json::from_str(out.lines().nth(5).unwrap()).unwrap();
+        assert_eq!(notice["dropped"], 1);
+    }
+
     #[test]
     fn strings_are_written_as_serde_json_writes_them() {
         for value in [
@@ -766,7 +1013,7 @@ mod tests {
 
         fn log(&self, record: &RequestLogRecord<'_>) {
             let mut line = Vec::new();
-            request_line(&mut line, record);
+            request_line(&mut line, record, since_epoch());
             let line = String::from_utf8(line).unwrap();
             lock(&self.0).push(line);
         }
@@ -967,11 +1214,17 @@ mod tests {
                 let with_exporter = exporter.is_some();
                 let env = tracing_subscriber::EnvFilter::new(filter);
                 let subscriber = subscriber(env, false, exporter);
+                let process = ProcessRequestLog::default();
                 let (admitted, span) = tracing::subscriber::with_default(subscriber, || {
                     let admitted = [JsonRequestLog.enabled(false), JsonRequestLog.enabled(true)];
+                    // The process's sink asks once and keeps the answer.
+                    for _ in 0..2 {
+                        assert_eq!([process.enabled(false), process.enabled(true)], admitted);
+                    }
                     let span = tracing::span_enabled!(target: "mcp_gateway", tracing::Level::INFO);
                     (admitted, span)
                 });
+                assert_eq!([process.enabled(false), process.enabled(true)], admitted);
                 assert_eq!(
                     admitted,
                     [completed, failed],

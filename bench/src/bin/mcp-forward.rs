@@ -18,6 +18,7 @@
 
 use std::cell::RefCell;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
@@ -114,8 +115,8 @@ struct Call {
 
 /// What `--mcp` adds to a connection's requests.
 struct Mcp {
-    /// The client's address as the request line writes it.
-    client: Box<str>,
+    /// The client's address.
+    client: SocketAddr,
     request_lines: bool,
 }
 
@@ -147,17 +148,16 @@ fn complete(call: Call, answer: Bytes, session: Option<&[u8]>, mcp: &Mcp) -> Opt
     if !mcp.request_lines {
         return Some(answer.raw().clone());
     }
-    let (trace_id, span_id) = (call.trace.trace_id.hex(), call.trace.span_id.hex());
     JsonRequestLog.log(&RequestLogRecord {
-        trace_id: Some(trace_id.as_str()),
-        span_id: Some(span_id.as_str()),
+        trace_id: Some(call.trace.trace_id),
+        span_id: Some(call.trace.span_id),
         session_id: session.and_then(|s| std::str::from_utf8(s).ok()),
         request_id: call.request.id_raw(),
         method: "tools/call",
         namespace: &call.namespace,
         status: "ok",
         duration_ms: call.started.elapsed().as_secs_f64() * 1e3,
-        client_addr: Some(&mcp.client),
+        client_addr: Some(mcp.client),
         failure: None,
     });
     Some(answer.raw().clone())
@@ -235,10 +235,9 @@ async fn serve(
         let (stream, peer) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         let (pool, upstream) = (pool.clone(), upstream.clone());
-        // The client's address is written once per connection, not per request line.
         let mcp = mcp.map(|request_lines| {
             Rc::new(Mcp {
-                client: peer.to_string().into(),
+                client: peer,
                 request_lines,
             })
         });

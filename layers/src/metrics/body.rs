@@ -52,12 +52,14 @@ pub const REQUEST_LOG_TARGET: &str = module_path!();
 
 /// The one log event of a request: `request completed` (info) or `request failed` (warn) and
 /// its fields, as [`MetricsLayer::log_requests`](super::MetricsLayer::log_requests) describes.
-#[derive(Debug)]
+/// The ids and the address are as they are held, not as text: a sink that writes its lines
+/// later (the gateway's does, on its log thread) formats them there.
+#[derive(Debug, Clone, Copy)]
 pub struct RequestLogRecord<'a> {
-    /// The request's trace id (hex).
-    pub trace_id: Option<&'a str>,
-    /// The request's server span id (hex).
-    pub span_id: Option<&'a str>,
+    /// The request's trace id.
+    pub trace_id: Option<TraceId>,
+    /// The request's server span id.
+    pub span_id: Option<SpanId>,
     /// The client session.
     pub session_id: Option<&'a str>,
     /// The JSON-RPC id as it was written.
@@ -71,7 +73,7 @@ pub struct RequestLogRecord<'a> {
     /// From the request's start to the end of its response.
     pub duration_ms: f64,
     /// The client's address.
-    pub client_addr: Option<&'a str>,
+    pub client_addr: Option<SocketAddr>,
     /// The class of the error, when the request failed.
     pub failure: Option<&'a ErrorClass>,
 }
@@ -123,13 +125,20 @@ fn request_event_enabled(failed: bool) -> bool {
 
 /// A client address as text on the stack: the standard formatter cost more than all the other
 /// fields of the request's log line together.
-struct AddrText {
+///
+/// ```
+/// use mcp_gateway_layers::metrics::AddrText;
+/// assert_eq!(AddrText::of("127.0.0.1:80".parse().unwrap()).as_str(), "127.0.0.1:80");
+/// assert_eq!(AddrText::of("[::1]:5".parse().unwrap()).as_str(), "[::1]:5");
+/// ```
+pub struct AddrText {
     buf: [u8; 64],
     len: usize,
 }
 
 impl AddrText {
-    fn of(addr: SocketAddr) -> Self {
+    /// `addr` as `Display` writes it.
+    pub fn of(addr: SocketAddr) -> Self {
         let mut text = AddrText {
             buf: [0; 64],
             len: 0,
@@ -163,7 +172,13 @@ impl AddrText {
         self.len = end;
     }
 
-    fn as_str(&self) -> &str {
+    /// The text, as bytes (a writer of bytes skips `as_str`'s UTF-8 check).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
     }
 }
@@ -191,7 +206,7 @@ impl RequestLog {
         verdict: Verdict,
         elapsed: std::time::Duration,
     ) {
-        // A line the filter drops costs nothing past this (its ids' hex, its address's text).
+        // A line the filter drops costs nothing past this: no record, no text.
         let failed = matches!(verdict, Verdict::Failure(_));
         let wanted = match &self.sink {
             Some(sink) => sink.enabled(failed),
@@ -200,39 +215,41 @@ impl RequestLog {
         if !wanted {
             return;
         }
-        let duration_ms = millis(elapsed);
-        let (trace_hex, span_hex) = (trace_id.map(TraceId::hex), self.span_id.map(SpanId::hex));
-        let trace_id = trace_hex.as_ref().map(Hex::as_str);
-        let span_id = span_hex.as_ref().map(Hex::as_str);
-        let session_id = self.session_id.as_deref();
-        let request_id = self
-            .request_id
-            .as_deref()
-            .and_then(|id| std::str::from_utf8(id).ok());
-        let addr_text = self.client_addr.map(AddrText::of);
-        let client_addr = addr_text.as_ref().map(AddrText::as_str);
         let failure = match &verdict {
             Verdict::Success => None,
             Verdict::Failure(class) => Some(class),
         };
         let record = RequestLogRecord {
             trace_id,
-            span_id,
-            session_id,
-            request_id,
+            span_id: self.span_id,
+            session_id: self.session_id.as_deref(),
+            request_id: self
+                .request_id
+                .as_deref()
+                .and_then(|id| std::str::from_utf8(id).ok()),
             method: method.as_str(),
             namespace: namespace.as_str(),
             status: failure.map_or("ok", |class| class.error_type.as_str()),
-            duration_ms,
-            client_addr,
+            duration_ms: millis(elapsed),
+            client_addr: self.client_addr,
             failure,
         };
         if let Some(sink) = &self.sink {
             return sink.log(&record);
         }
         let RequestLogRecord {
-            method, namespace, ..
+            session_id,
+            request_id,
+            method,
+            namespace,
+            duration_ms,
+            ..
         } = record;
+        let (trace_hex, span_hex) = (trace_id.map(TraceId::hex), self.span_id.map(SpanId::hex));
+        let trace_id = trace_hex.as_ref().map(Hex::as_str);
+        let span_id = span_hex.as_ref().map(Hex::as_str);
+        let addr_text = self.client_addr.map(AddrText::of);
+        let client_addr = addr_text.as_ref().map(AddrText::as_str);
         match failure {
             None => tracing::info!(
                 target: REQUEST_LOG_TARGET,

@@ -38,7 +38,7 @@ mod layer;
 mod registry;
 mod service;
 
-pub use body::{MetricsBody, REQUEST_LOG_TARGET, RequestLogRecord, RequestLogSink};
+pub use body::{AddrText, MetricsBody, REQUEST_LOG_TARGET, RequestLogRecord, RequestLogSink};
 pub use exposition::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE, render};
 pub use future::ResponseFuture;
 pub use layer::MetricsLayer;

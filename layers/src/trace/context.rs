@@ -33,6 +33,11 @@ impl<const N: usize> Hex<N> {
         Hex(buf)
     }
 
+    /// The hex digits, as bytes (a writer of bytes skips `as_str`'s UTF-8 check).
+    pub fn as_bytes(&self) -> &[u8; N] {
+        &self.0
+    }
+
     /// The hex digits.
     pub fn as_str(&self) -> &str {
         // Only ASCII digits were written.

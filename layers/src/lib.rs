@@ -23,6 +23,7 @@
 
 pub mod classify;
 pub mod edge;
+pub mod hash;
 pub mod jsonrpc;
 pub mod limit;
 pub mod metrics;

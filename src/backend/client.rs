@@ -2,7 +2,6 @@
 //! timeouts, and a supervisor that restarts or reconnects.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use mcp_gateway_layers::classify::{Component, ErrorClass, ErrorType, GatewayError};
+use mcp_gateway_layers::hash::OwnKeys;
 use mcp_gateway_layers::jsonrpc::{Kind, McpMethod, Message};
 use mcp_gateway_layers::metrics::{GatewayMetrics, RecoveryMechanism};
 use mcp_gateway_layers::parts::Namespace;
@@ -217,7 +217,8 @@ struct Shared {
     transport: BackendTransport,
     timeout: Duration,
     link: watch::Sender<Link>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>, BuildHasherDefault<CallIdHasher>>>,
+    /// Calls awaiting their answer, by the gateway's own call id.
+    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>, OwnKeys>>,
     next_id: AtomicU64,
     /// Events sent to the session since the last answer was released.
     events_pending: AtomicBool,
@@ -233,25 +234,6 @@ struct Shared {
     /// Set once the backend is to stop; `stop` wakes the supervisor.
     stopping: AtomicBool,
     stop: Notify,
-}
-
-/// Hashes the gateway's own call ids (sequential, never a client's) with one multiply instead of
-/// SipHash: the pending calls are looked up twice a call.
-#[derive(Default)]
-struct CallIdHasher(u64);
-
-impl Hasher for CallIdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(self.0.rotate_left(8) ^ u64::from(b));
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 impl Shared {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use mcp_gateway_layers::classify::ErrorType;
+use mcp_gateway_layers::hash::OwnKeys;
 use mcp_gateway_layers::jsonrpc::{Kind, McpMethod};
 use tokio::sync::{Notify, mpsc};
 
@@ -80,7 +81,8 @@ struct Entry {
 
 /// The live Streamable HTTP sessions.
 pub(crate) struct Sessions {
-    map: Mutex<HashMap<Arc<str>, Arc<Entry>>>,
+    /// By id: ids the gateway made (random), so a fast hash serves.
+    map: Mutex<HashMap<Arc<str>, Arc<Entry>, OwnKeys>>,
     idle: Duration,
 }
 

@@ -12,6 +12,7 @@ use mcp_gateway_layers::BoxError;
 use mcp_gateway_layers::classify::{
     Component, ErrorClass, ErrorType, GatewayError, classify_error, code,
 };
+use mcp_gateway_layers::hash::OwnKeys;
 use mcp_gateway_layers::jsonrpc::{Kind, McpMethod, Message, set_members};
 use mcp_gateway_layers::parts::{JsonRpcRequest, JsonRpcResponse, Namespace, RequestParts};
 use mcp_gateway_layers::trace::{Hex, SpanId, TraceContext};
@@ -79,9 +80,10 @@ struct State {
     names: Names,
     resource_owner: HashMap<String, usize>,
     template_owner: Vec<(String, usize)>,
-    /// The client's requests in flight: client id (raw JSON, a slice of the request) → (backend,
-    /// gateway id), for cancellation.
-    in_flight: HashMap<Bytes, (usize, u64)>,
+    /// The client's requests in flight, for cancellation: (backend, gateway id) → client id (raw
+    /// JSON, a slice of the request). Keyed by the gateway's ids, which a fast hash serves (a
+    /// client chooses its ids); a cancel, which is rare, looks through the values.
+    in_flight: HashMap<(usize, u64), Bytes, OwnKeys>,
     /// The backends' requests to the client: gateway id → (backend, backend's id).
     server_requests: HashMap<String, (usize, String)>,
     /// Progress tokens of backends' requests to the client → backend.
@@ -232,7 +234,7 @@ impl Drop for SharedCall<'_> {
 /// Removes what a forwarded call registered, however the call ends.
 struct InFlightGuard<'a> {
     session: &'a ProxySession,
-    client_id: Option<Bytes>,
+    has_client_id: bool,
     backend: usize,
     id: u64,
 }
@@ -240,10 +242,10 @@ struct InFlightGuard<'a> {
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
         let mut state = lock(&self.session.state);
-        if let Some(client_id) = &self.client_id {
-            state.in_flight.remove(client_id);
-        }
         let (backend, id) = (self.backend, self.id);
+        if self.has_client_id {
+            state.in_flight.remove(&(backend, id));
+        }
         state
             .related
             .retain(|(b, i, _)| !(*b == backend && *i == id));
@@ -330,7 +332,7 @@ impl ProxySession {
         {
             let mut state = lock(&self.state);
             if let Some(client_id) = &client_id {
-                state.in_flight.insert(client_id.clone(), (index, id));
+                state.in_flight.insert((index, id), client_id.clone());
             }
             if let Some(related) = related {
                 state.related.push((index, id, related.0.clone()));
@@ -338,7 +340,7 @@ impl ProxySession {
         }
         let _guard = InFlightGuard {
             session: self,
-            client_id,
+            has_client_id: client_id.is_some(),
             backend: index,
             id,
         };
@@ -871,8 +873,9 @@ impl ProxySession {
                 };
                 let owner = lock(&self.state)
                     .in_flight
-                    .get(request_id.as_bytes())
-                    .copied();
+                    .iter()
+                    .find(|(_, client_id)| **client_id == request_id.as_bytes())
+                    .map(|(owner, _)| *owner);
                 if let Some((index, id)) = owner {
                     let note = msg.with_param("requestId", &id.to_string());
                     if let Some(client) = backends.get(index) {

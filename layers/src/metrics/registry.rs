@@ -1,6 +1,5 @@
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::RwLock;
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::classify::{ErrorClass, ErrorType, Verdict};
+use crate::hash::OwnKeys;
 use crate::jsonrpc::McpMethod;
 use crate::parts::Namespace;
 use crate::trace::TraceId;
@@ -111,36 +111,9 @@ pub struct GatewayMetrics {
 /// The two series every finished request records: its duration and its count.
 type RequestSeries = (HistogramWithExemplars<TraceExemplar>, Counter);
 
-/// Both series of a request by (method, namespace, status).
-type SeriesCache =
-    HashMap<(McpMethod, Namespace, &'static str), RequestSeries, BuildHasherDefault<LabelHasher>>;
-
-/// A multiply-and-rotate hash (rustc's) for label keys, which no client chooses: methods are an
-/// enum, namespaces come from configuration and statuses are static.
-#[derive(Default)]
-struct LabelHasher(u64);
-
-impl Hasher for LabelHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = self.0.wrapping_add(n).wrapping_mul(0xf135_7aea_2e62_a9c5);
-    }
-    fn write_u8(&mut self, n: u8) {
-        self.write_u64(u64::from(n));
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0.rotate_left(26)
-    }
-}
+/// Both series of a request by (method, namespace, status): keys no client chooses (methods are
+/// an enum, namespaces come from configuration and statuses are static).
+type SeriesCache = HashMap<(McpMethod, Namespace, &'static str), RequestSeries, OwnKeys>;
 
 #[derive(Debug)]
 struct MetricsInner {

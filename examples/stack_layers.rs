@@ -119,7 +119,7 @@ async fn app(
                 }
                 "refuse" => Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into()),
                 "reset" => Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into()),
-                "flaky" if flaky.fetch_add(1, Ordering::SeqCst) % 2 == 0 => {
+                "flaky" if flaky.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) => {
                     Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into())
                 }
                 "flaky" => Ok(ok(text("recovered"))),

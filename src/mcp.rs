@@ -35,6 +35,17 @@ pub fn negotiate_version(requested: Option<&str>) -> &'static str {
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// Boxes the future `make` returns, made in its box: `Box::pin(future)` builds a future on the
+/// stack and copies it whole (its largest state, not what it holds yet) into the box.
+#[inline(always)]
+pub(crate) fn box_made<F>(make: impl FnOnce() -> F) -> BoxFuture<F::Output>
+where
+    F: Future + Send + 'static,
+{
+    let made: Box<F> = Box::write(Box::new_uninit(), make());
+    Box::into_pin(made)
+}
+
 /// A boxed future that may borrow: for a rare or once-a-connection path, so that the futures
 /// that await it (each copied whole into its parent on a call's path) hold a pointer, not its
 /// size (docs/PERFORMANCE.md).

@@ -156,12 +156,12 @@ impl Service<JsonRpcRequest> for Router {
             );
             return Box::pin(std::future::ready(Err(closed.into())));
         };
-        // The route's own future, boxed: a block awaiting it would be copied whole first.
-        Box::pin(
+        // The route's own future, made in its box: a block awaiting it would be copied whole first.
+        crate::mcp::box_made(|| {
             session
                 .route(req)
-                .map(|routed| Ok(JsonRpcResponse::new(routed?))),
-        )
+                .map(|routed| Ok(JsonRpcResponse::new(routed?)))
+        })
     }
 }
 
@@ -1056,22 +1056,26 @@ impl Session for ProxySession {
                     req.extensions.insert(Related(related));
                 }
                 let id = req.message.id_bytes();
-                // The stack's own future, boxed: a block awaiting it would be copied whole first.
-                Box::pin(self.stack.clone().oneshot(req).map(move |answered| {
-                    Some(match answered {
-                        Ok(resp) => resp.message,
-                        Err(e) => {
-                            let class = classify_error(&*e);
-                            let id = id.as_ref().and_then(|b| std::str::from_utf8(b).ok());
-                            class_error_response(
-                                id,
-                                &class,
-                                "the gateway could not take the request",
-                                None,
-                            )
-                        }
+                // The stack's own future, made in its box: a block awaiting it would be copied
+                // whole first.
+                let stack = self.stack.clone();
+                crate::mcp::box_made(move || {
+                    stack.oneshot(req).map(move |answered| {
+                        Some(match answered {
+                            Ok(resp) => resp.message,
+                            Err(e) => {
+                                let class = classify_error(&*e);
+                                let id = id.as_ref().and_then(|b| std::str::from_utf8(b).ok());
+                                class_error_response(
+                                    id,
+                                    &class,
+                                    "the gateway could not take the request",
+                                    None,
+                                )
+                            }
+                        })
                     })
-                }))
+                })
             }
             Kind::Notification => Box::pin(async move {
                 self.notify(message).await;

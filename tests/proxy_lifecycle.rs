@@ -191,6 +191,8 @@ async fn sigterm_drains_in_flight_requests_stops_backends_and_exits() {
     let gw = gateway(&format!("backends:\n  - {{namespace: a, transport: stdio, command: {}, args: [demo-server, stdio]}}\n", gateway_exe())).await;
     let mut ws = WsClient::connect(gw.addr).await;
     let mut http = HttpClient::connect(gw.addr).await;
+    // A connection with nothing in flight, closed by the gateway as the drain begins.
+    let mut idle = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let pids: Vec<u32> = vec![
         text(&ws.call(1, "a__whoami", json!({})).await)
             .parse()
@@ -214,6 +216,13 @@ async fn sigterm_drains_in_flight_requests_stops_backends_and_exits() {
         .status()
         .unwrap();
     assert!(status.success());
+    let mut byte = [0u8; 1];
+    let read = tokio::io::AsyncReadExt::read(&mut idle, &mut byte).await;
+    assert_eq!(read.unwrap(), 0, "the idle connection is closed");
+    assert!(
+        !slow_http.is_finished(),
+        "the idle connection closed as the drain began, while a call was still in flight"
+    );
     // New requests are refused while the calls in flight finish.
     let mut finished_ws = false;
     let mut next_id = 100;

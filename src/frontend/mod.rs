@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -242,7 +243,7 @@ impl Connection {
             tokio::select! {
                 biased;
                 handed_off = &mut own => handed_off,
-                _ = drain_signal.changed() => {
+                _ = PolledWhenWoken::new(drain_signal.changed()) => {
                     // Idle, it closes now; else after the request in flight.
                     state.draining.store(true, Relaxed);
                     if state.idle.load(Relaxed) {
@@ -256,6 +257,66 @@ impl Connection {
             let draining = state.draining.load(Relaxed);
             hand_to_hyper(frontend, conn, peer, permit, draining, drain_signal).await;
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Polls `inner` only when it woke its task (and at first), not whenever the task is polled:
+    /// the drain signal beside a connection's loop would otherwise be polled on every wake-up of
+    /// the loop, two or three a call, each poll taking the watch's waiter lock (~480
+    /// instructions a call).
+    struct PolledWhenWoken<F> {
+        #[pin]
+        inner: F,
+        gate: Arc<WakeGate>,
+        waker: std::task::Waker,
+    }
+}
+
+/// Whether the inner future woke, and the task to wake when it does.
+#[derive(Default)]
+struct WakeGate {
+    woken: AtomicBool,
+    task: futures_util::task::AtomicWaker,
+}
+
+impl std::task::Wake for WakeGate {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, std::sync::atomic::Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<F> PolledWhenWoken<F> {
+    fn new(inner: F) -> Self {
+        let gate = Arc::new(WakeGate {
+            woken: AtomicBool::new(true),
+            task: Default::default(),
+        });
+        let waker = std::task::Waker::from(gate.clone());
+        PolledWhenWoken { inner, gate, waker }
+    }
+}
+
+impl<F: Future> Future for PolledWhenWoken<F> {
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        this.gate.task.register(cx.waker());
+        if !this
+            .gate
+            .woken
+            .swap(false, std::sync::atomic::Ordering::Acquire)
+        {
+            return Poll::Pending;
+        }
+        this.inner
+            .poll(&mut std::task::Context::from_waker(this.waker))
     }
 }
 
@@ -633,6 +694,54 @@ impl Frontend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The drain signal's wrapper polls it at first and after it woke the task, never on the
+    /// task's other wake-ups, and still sees it complete.
+    #[test]
+    fn a_future_polled_when_woken_is_polled_only_after_its_own_wake() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::{Context, Waker};
+
+        #[derive(Default)]
+        struct Probe {
+            polls: AtomicUsize,
+            ready: AtomicBool,
+            waker: std::sync::Mutex<Option<Waker>>,
+        }
+        let probe = Arc::new(Probe::default());
+        let polled = probe.clone();
+        let inner = std::future::poll_fn(move |cx| {
+            polled.polls.fetch_add(1, Relaxed);
+            *polled.waker.lock().unwrap() = Some(cx.waker().clone());
+            if polled.ready.load(Relaxed) {
+                Poll::Ready(7)
+            } else {
+                Poll::Pending
+            }
+        });
+        struct Task(AtomicUsize);
+        impl std::task::Wake for Task {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Relaxed);
+            }
+        }
+        let task = Arc::new(Task(AtomicUsize::new(0)));
+        let task_waker = Waker::from(task.clone());
+        let mut gated = std::pin::pin!(PolledWhenWoken::new(inner));
+        let mut cx = Context::from_waker(&task_waker);
+        assert!(gated.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(probe.polls.load(Relaxed), 1, "polled at first, to register");
+        for _ in 0..3 {
+            // The task woke for something else.
+            assert!(gated.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(probe.polls.load(Relaxed), 1, "not polled for others' wake-ups");
+        probe.ready.store(true, Relaxed);
+        probe.waker.lock().unwrap().take().unwrap().wake();
+        assert_eq!(task.0.load(Relaxed), 1, "its wake-up wakes the task");
+        assert_eq!(gated.as_mut().poll(&mut cx), Poll::Ready(7));
+        assert_eq!(probe.polls.load(Relaxed), 2);
+    }
 
     #[test]
     fn only_loopback_or_configured_origins_pass() {

@@ -91,6 +91,23 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// A request whose head so far is `head` (written by another request's
+    /// [`into_head`](Self::into_head)), `has_host` if it names the host.
+    pub(super) fn with_head(endpoint: &'a Endpoint, head: &[u8], has_host: bool) -> Self {
+        let mut copy = Vec::with_capacity(head.len().max(1024));
+        copy.extend_from_slice(head);
+        Request {
+            endpoint,
+            head: copy,
+            has_host,
+        }
+    }
+
+    /// The head written so far, and whether it names the host.
+    pub(super) fn into_head(self) -> (Vec<u8>, bool) {
+        (self.head, self.has_host)
+    }
+
     pub(super) fn header(&mut self, name: &str, value: &[u8]) -> &mut Self {
         self.has_host |= name.eq_ignore_ascii_case("host");
         for part in [name.as_bytes(), b": ", value, b"\r\n"] {

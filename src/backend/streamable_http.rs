@@ -119,6 +119,22 @@ struct SessionState {
     /// A copy, not a slice of the response: a slice would pin the connection's whole read buffer.
     session_id: Option<HeaderValue>,
     protocol_version: Option<HeaderValue>,
+    /// The head every POST starts with, as written for the session id and protocol version above
+    /// (request line and the headers every POST carries), and whether it names the host: the
+    /// same for every call, so written once and copied.
+    post_head: Option<(Vec<u8>, bool)>,
+}
+
+impl SessionState {
+    fn set_session_id(&mut self, id: Option<HeaderValue>) {
+        self.session_id = id;
+        self.post_head = None;
+    }
+
+    fn set_protocol_version(&mut self, version: HeaderValue) {
+        self.protocol_version = Some(version);
+        self.post_head = None;
+    }
 }
 
 /// One backend session as its requests see it; cloned into every POST, so it is a few pointers.
@@ -256,17 +272,46 @@ impl Link {
     /// A request to the backend with the headers every one carries: the configured ones, the
     /// session id and the negotiated protocol version. `None` when the URL cannot be used.
     fn request(&self, method: &str) -> Option<Request<'_>> {
-        let mut request = Request::new(method, self.target.endpoint.as_ref().ok()?);
+        let endpoint = self.target.endpoint.as_ref().ok()?;
+        Some(self.session_request(method, endpoint, &self.lock_state()))
+    }
+
+    fn session_request<'a>(
+        &'a self,
+        method: &str,
+        endpoint: &'a Endpoint,
+        state: &SessionState,
+    ) -> Request<'a> {
+        let mut request = Request::new(method, endpoint);
         request.headers(&self.target.headers);
-        let state = self.lock_state();
         if let Some(id) = &state.session_id {
             request.header("mcp-session-id", id.as_bytes());
         }
         if let Some(version) = &state.protocol_version {
             request.header("mcp-protocol-version", version.as_bytes());
         }
-        drop(state);
-        Some(request)
+        request
+    }
+
+    /// A POST with the headers every one carries, [`request`](Self::request)'s and the content
+    /// type and `Accept`, copied from the session's [`SessionState::post_head`].
+    fn post_request(&self) -> Option<Request<'_>> {
+        let endpoint = self.target.endpoint.as_ref().ok()?;
+        let mut state = self.lock_state();
+        let (head, has_host) = match &state.post_head {
+            Some(made) => made,
+            None => {
+                let mut request = self.session_request("POST", endpoint, &state);
+                request
+                    .header("content-type", b"application/json")
+                    .header("accept", b"application/json, text/event-stream");
+                let (mut head, has_host) = request.into_head();
+                // Kept by every backend session, idle ones too: no spare room.
+                head.shrink_to_fit();
+                state.post_head.insert((head, has_host))
+            }
+        };
+        Some(Request::with_head(endpoint, head, *has_host))
     }
 
     /// The answer to a request that failed before the backend could answer it.
@@ -282,7 +327,7 @@ impl Link {
     }
 
     async fn post(&self, msg: Message) {
-        let Some(mut req) = self.request("POST") else {
+        let Some(mut req) = self.post_request() else {
             let why = self
                 .target
                 .endpoint
@@ -292,8 +337,6 @@ impl Link {
             let class = ErrorClass::new(ErrorType::Internal, Component::Gateway);
             return self.fail(&msg, class, why).await;
         };
-        req.header("content-type", b"application/json")
-            .header("accept", b"application/json, text/event-stream");
         trace_headers(&msg, &mut req);
         let resp = match self.target.pool.send(req, msg.raw()).await {
             Ok(resp) => resp,
@@ -319,7 +362,8 @@ impl Link {
         if is_initialize {
             if let Some(id) = &resp.session_id {
                 // A copy: the answer's value shares the connection's read buffer.
-                self.lock_state().session_id = HeaderValue::from_bytes(id.as_bytes()).ok();
+                let id = HeaderValue::from_bytes(id.as_bytes()).ok();
+                self.lock_state().set_session_id(id);
             }
         }
         if status == StatusCode::ACCEPTED || msg.kind() != Kind::Request && !resp.event_stream {
@@ -349,7 +393,7 @@ impl Link {
                     .as_str()
                     .and_then(|v| HeaderValue::from_str(v).ok())
                 {
-                    self.lock_state().protocol_version = Some(version);
+                    self.lock_state().set_protocol_version(version);
                 }
             }
         }

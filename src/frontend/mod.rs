@@ -735,7 +735,11 @@ mod tests {
             // The task woke for something else.
             assert!(gated.as_mut().poll(&mut cx).is_pending());
         }
-        assert_eq!(probe.polls.load(Relaxed), 1, "not polled for others' wake-ups");
+        assert_eq!(
+            probe.polls.load(Relaxed),
+            1,
+            "not polled for others' wake-ups"
+        );
         probe.ready.store(true, Relaxed);
         probe.waker.lock().unwrap().take().unwrap().wake();
         assert_eq!(task.0.load(Relaxed), 1, "its wake-up wakes the task");

@@ -191,8 +191,27 @@ async fn sigterm_drains_in_flight_requests_stops_backends_and_exits() {
     let gw = gateway(&format!("backends:\n  - {{namespace: a, transport: stdio, command: {}, args: [demo-server, stdio]}}\n", gateway_exe())).await;
     let mut ws = WsClient::connect(gw.addr).await;
     let mut http = HttpClient::connect(gw.addr).await;
-    // A connection with nothing in flight, closed by the gateway as the drain begins.
+    // Connections with nothing in flight, closed by the gateway as the drain begins: one on the
+    // gateway's own HTTP/1.1 loop, one handed to hyper by a chunked request it answered.
     let mut idle = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut idle_hyper = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let chunked = format!(
+        "POST /mcp HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\naccept: application/json\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{ping}\r\n0\r\n\r\n",
+        ping.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut idle_hyper, chunked.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = [0u8; 1024];
+    let n = tokio::io::AsyncReadExt::read(&mut idle_hyper, &mut answer)
+        .await
+        .unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 400"),
+        "no session: {}",
+        String::from_utf8_lossy(&answer[..n])
+    );
     let pids: Vec<u32> = vec![
         text(&ws.call(1, "a__whoami", json!({})).await)
             .parse()
@@ -219,9 +238,15 @@ async fn sigterm_drains_in_flight_requests_stops_backends_and_exits() {
     let mut byte = [0u8; 1];
     let read = tokio::io::AsyncReadExt::read(&mut idle, &mut byte).await;
     assert_eq!(read.unwrap(), 0, "the idle connection is closed");
+    // Whatever is left of the answer, then the end.
+    while tokio::io::AsyncReadExt::read(&mut idle_hyper, &mut answer)
+        .await
+        .unwrap()
+        > 0
+    {}
     assert!(
         !slow_http.is_finished(),
-        "the idle connection closed as the drain began, while a call was still in flight"
+        "the idle connections closed as the drain began, while a call was still in flight"
     );
     // New requests are refused while the calls in flight finish.
     let mut finished_ws = false;

@@ -262,9 +262,9 @@ impl Connection {
 
 pin_project_lite::pin_project! {
     /// Polls `inner` only when it woke its task (and at first), not whenever the task is polled:
-    /// the drain signal beside a connection's loop would otherwise be polled on every wake-up of
-    /// the loop, two or three a call, each poll taking the watch's waiter lock (~480
-    /// instructions a call).
+    /// the drain signal beside a connection (the own loop's or hyper's) would otherwise be polled
+    /// on every wake-up of the connection, two or three a call, each poll taking the watch's
+    /// waiter lock (~480 instructions a call).
     struct PolledWhenWoken<F> {
         #[pin]
         inner: F,
@@ -357,7 +357,7 @@ fn hand_to_hyper(
         }
         tokio::select! {
             _ = conn.as_mut() => {}
-            _ = drain_signal.changed(), if !draining => {
+            _ = PolledWhenWoken::new(drain_signal.changed()), if !draining => {
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;
             }

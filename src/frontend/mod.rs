@@ -274,7 +274,6 @@ pin_project_lite::pin_project! {
 }
 
 /// Whether the inner future woke, and the task to wake when it does.
-#[derive(Default)]
 struct WakeGate {
     woken: AtomicBool,
     task: futures_util::task::AtomicWaker,

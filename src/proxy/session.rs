@@ -234,7 +234,6 @@ impl Drop for SharedCall<'_> {
 /// Removes what a forwarded call registered, however the call ends.
 struct InFlightGuard<'a> {
     session: &'a ProxySession,
-    has_client_id: bool,
     backend: usize,
     id: u64,
 }
@@ -243,9 +242,7 @@ impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
         let mut state = lock(&self.session.state);
         let (backend, id) = (self.backend, self.id);
-        if self.has_client_id {
-            state.in_flight.remove(&(backend, id));
-        }
+        state.in_flight.remove(&(backend, id));
         state
             .related
             .retain(|(b, i, _)| !(*b == backend && *i == id));
@@ -328,11 +325,10 @@ impl ProxySession {
                 )
             })?;
         let id = client.next_id();
-        let client_id = msg.id_bytes();
         {
             let mut state = lock(&self.state);
-            if let Some(client_id) = &client_id {
-                state.in_flight.insert((index, id), client_id.clone());
+            if let Some(client_id) = msg.id_bytes() {
+                state.in_flight.insert((index, id), client_id);
             }
             if let Some(related) = related {
                 state.related.push((index, id, related.0.clone()));
@@ -340,7 +336,6 @@ impl ProxySession {
         }
         let _guard = InFlightGuard {
             session: self,
-            has_client_id: client_id.is_some(),
             backend: index,
             id,
         };

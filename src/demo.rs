@@ -170,12 +170,9 @@ impl DemoSession {
             "cancellations" => text_result(&self.cancellations.load(Ordering::SeqCst).to_string()),
             "whoami" => text_result(&std::process::id().to_string()),
             "headers" => {
-                let seen = |name: &str| {
-                    ctx.headers
-                        .get(name)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("none")
-                        .to_owned()
+                let seen = |name: &'static str| {
+                    let name = http::HeaderName::from_static(name);
+                    ctx.headers.get_str(&name).unwrap_or("none").to_owned()
                 };
                 text_result(&json!({"authorization": seen("authorization"), "traceparent": seen("traceparent")}).to_string())
             }

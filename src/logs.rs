@@ -1091,7 +1091,7 @@ mod tests {
             );
             let mut headers = http::HeaderMap::new();
             headers.insert("mcp-session-id", "s1".parse().unwrap());
-            req.context.headers = Some(Arc::new(headers));
+            req.context.headers = Some(Arc::new(headers.into()));
             let svc = service_fn(|_: JsonRpcRequest| async {
                 tracing::warn!(detail = 1, "inside the request");
                 let msg = Message::parse(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#.into());

@@ -8,9 +8,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::HeaderMap;
 use mcp_gateway_layers::classify::{ErrorClass, GatewayError};
 use mcp_gateway_layers::edge::error_message;
+use mcp_gateway_layers::headers::ClientHeaders;
 use mcp_gateway_layers::jsonrpc::Message;
 use mcp_gateway_layers::trace::TraceId;
 use tokio::sync::mpsc;
@@ -153,7 +153,7 @@ pub struct RequestContext {
     pub related: Option<mpsc::Sender<Bytes>>,
     /// The HTTP headers the message came with (the upgrade request's for WebSocket, shared by
     /// every message of the connection).
-    pub headers: Arc<HeaderMap>,
+    pub headers: Arc<ClientHeaders>,
     /// The client's address.
     pub client_addr: Option<std::net::SocketAddr>,
     /// The transport's session id (`Mcp-Session-Id`, the SSE `sessionId`, the WebSocket's own).

@@ -24,6 +24,7 @@
 pub mod classify;
 pub mod edge;
 pub mod hash;
+pub mod headers;
 pub mod jsonrpc;
 pub mod limit;
 pub mod metrics;

@@ -7,9 +7,10 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
-use http::{Extensions, HeaderMap};
+use http::{Extensions, HeaderMap, HeaderName, HeaderValue};
 
 use crate::classify::Classification;
+use crate::headers::ClientHeaders;
 use crate::jsonrpc::Message;
 use crate::trace::TraceContext;
 
@@ -21,6 +22,11 @@ pub trait RequestParts {
     fn extensions_mut(&mut self) -> &mut Extensions;
     /// HTTP headers, when the request is an HTTP request.
     fn headers(&self) -> Option<&HeaderMap>;
+    /// The first value of one HTTP header, when the request is an HTTP request and has it.
+    /// Layers read single headers through this: a request can answer it without a `HeaderMap`.
+    fn header(&self, name: &HeaderName) -> Option<&[u8]> {
+        self.headers()?.get(name).map(HeaderValue::as_bytes)
+    }
     /// The peeked JSON-RPC message, when known.
     fn message(&self) -> Option<&Message>;
     /// The namespace the request is routed to; [`Namespace::unrouted`] when none.
@@ -106,7 +112,7 @@ pub struct RequestContext {
     /// The namespace the request is routed to.
     pub namespace: Option<Namespace>,
     /// The HTTP headers the request came with.
-    pub headers: Option<Arc<HeaderMap>>,
+    pub headers: Option<Arc<ClientHeaders>>,
     /// The client's address.
     pub client_addr: Option<SocketAddr>,
     /// The MCP session.
@@ -158,8 +164,19 @@ impl RequestParts for JsonRpcRequest {
     }
     fn headers(&self) -> Option<&HeaderMap> {
         match &self.context.headers {
-            Some(headers) => Some(headers),
+            Some(headers) => Some(headers.map()),
             None => self.extensions.get::<RequestHeaders>().map(|h| &*h.0),
+        }
+    }
+    fn header(&self, name: &HeaderName) -> Option<&[u8]> {
+        match &self.context.headers {
+            Some(headers) => headers.get(name),
+            None => self
+                .extensions
+                .get::<RequestHeaders>()?
+                .0
+                .get(name)
+                .map(HeaderValue::as_bytes),
         }
     }
     fn message(&self) -> Option<&Message> {
@@ -268,8 +285,8 @@ impl SessionId {
         if let Some(id) = req.extensions().get::<SessionId>() {
             return Some(id.0.clone());
         }
-        const MCP_SESSION_ID: http::HeaderName = http::HeaderName::from_static("mcp-session-id");
-        let header = req.headers()?.get(MCP_SESSION_ID)?.to_str().ok()?;
+        const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+        let header = crate::headers::visible_ascii(req.header(&MCP_SESSION_ID)?)?;
         Some(Arc::from(header))
     }
 }
@@ -310,7 +327,7 @@ mod tests {
         let other: SocketAddr = "[::1]:10".parse().unwrap();
         req.context = RequestContext {
             namespace: Some(Namespace::new("ctx")),
-            headers: Some(Arc::new(HeaderMap::new())),
+            headers: Some(Arc::new(ClientHeaders::default())),
             client_addr: Some(other),
             session_id: Some("ctx-session".into()),
             trace: None,

@@ -19,12 +19,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+
+use mcp_gateway_layers::headers::ClientHeaders;
 
 use super::ResponseBody;
 
@@ -32,6 +34,37 @@ use super::ResponseBody;
 pub(crate) enum RequestBody {
     Hyper(hyper::body::Incoming),
     Read(Bytes),
+}
+
+/// A client's request as the frontends read it, from this loop or from hyper.
+pub(crate) struct ClientRequest {
+    pub(crate) head: ClientHead,
+    pub(crate) body: RequestBody,
+}
+
+/// Everything of a request but its body. This loop's headers stay in the head it read, looked
+/// up in place: a `HeaderMap` cost 2.5k instructions a request to build and read.
+pub(crate) struct ClientHead {
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    pub(crate) headers: ClientHeaders,
+    /// hyper's (an upgrade's handle among them); empty on this loop's requests.
+    pub(crate) extensions: http::Extensions,
+}
+
+impl From<Request<hyper::body::Incoming>> for ClientRequest {
+    fn from(req: Request<hyper::body::Incoming>) -> Self {
+        let (parts, body) = req.into_parts();
+        ClientRequest {
+            head: ClientHead {
+                method: parts.method,
+                uri: parts.uri,
+                headers: ClientHeaders::from(parts.headers),
+                extensions: parts.extensions,
+            },
+            body: RequestBody::Hyper(body),
+        }
+    }
 }
 
 /// Larger heads go to hyper, whose limit is higher.
@@ -210,22 +243,6 @@ fn parse(buf: &[u8], max_body: usize) -> Result<Head, NotTaken> {
     Ok(head)
 }
 
-/// MCP's own header names, which `http` does not know, without the allocation of a custom name.
-const MCP_HEADERS: [HeaderName; 2] = [
-    super::streamable_http::MCP_SESSION_ID,
-    super::streamable_http::MCP_PROTOCOL_VERSION,
-];
-
-fn header_name(name: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
-    match MCP_HEADERS
-        .iter()
-        .find(|known| known.as_str().as_bytes().eq_ignore_ascii_case(name))
-    {
-        Some(known) => Ok(known.clone()),
-        None => HeaderName::from_bytes(name),
-    }
-}
-
 impl ServerConn {
     /// A connection whose requests must each arrive within `read_timeout`.
     pub(super) fn new(stream: TcpStream, read_timeout: Duration) -> Self {
@@ -280,7 +297,7 @@ impl ServerConn {
     pub(super) async fn next_request(
         &mut self,
         max_body: usize,
-    ) -> Result<(Request<RequestBody>, bool), NoRequest> {
+    ) -> Result<(ClientRequest, bool), NoRequest> {
         let since = Instant::now();
         let head = loop {
             if !self.buf.is_empty() {
@@ -307,22 +324,16 @@ impl ServerConn {
             self.give_back(&bytes, &body);
             return Err(NoRequest::HandOff);
         };
-        let mut headers = HeaderMap::with_capacity(head.count);
-        for &(name_at, name_len, value_at, value_len) in &head.headers[..head.count] {
-            let (name_at, name_len) = (usize::from(name_at), usize::from(name_len));
-            let (value_at, value_len) = (usize::from(value_at), usize::from(value_len));
-            let name = header_name(&bytes[name_at..name_at + name_len]);
-            let value = HeaderValue::from_maybe_shared(bytes.slice(value_at..value_at + value_len));
-            let (Ok(name), Ok(value)) = (name, value) else {
-                self.give_back(&bytes, &body);
-                return Err(NoRequest::HandOff);
-            };
-            headers.append(name, value);
-        }
-        let mut req = Request::new(RequestBody::Read(body));
-        *req.method_mut() = head.method;
-        *req.uri_mut() = uri;
-        *req.headers_mut() = headers;
+        let spans = head.headers[..head.count].to_vec();
+        let req = ClientRequest {
+            head: ClientHead {
+                method: head.method,
+                uri,
+                headers: ClientHeaders::from_head(bytes, spans),
+                extensions: http::Extensions::new(),
+            },
+            body: RequestBody::Read(body),
+        };
         Ok((req, head.close))
     }
 
@@ -747,15 +758,21 @@ mod tests {
 
     #[test]
     fn header_names_are_read_whatever_their_case() {
-        for (raw, name) in [
-            ("Mcp-Session-Id", "mcp-session-id"),
-            ("MCP-PROTOCOL-VERSION", "mcp-protocol-version"),
-            ("Content-Type", "content-type"),
-            ("X-Custom", "x-custom"),
-        ] {
-            assert_eq!(header_name(raw.as_bytes()).unwrap().as_str(), name);
-        }
-        assert!(header_name(b"bad name").is_err());
+        let raw = "POST /mcp HTTP/1.1\r\nMcp-Session-Id: s1\r\nCONTENT-TYPE: application/json\r\n\
+                   X-Custom: a\r\nContent-Length: 2\r\n\r\n{}";
+        let Ok(head) = parse(raw.as_bytes(), 100) else {
+            panic!("not taken")
+        };
+        let spans = head.headers[..head.count].to_vec();
+        let headers = ClientHeaders::from_head(Bytes::from(raw), spans);
+        let session = super::super::streamable_http::MCP_SESSION_ID;
+        assert_eq!(headers.get_str(&session), Some("s1"));
+        assert_eq!(
+            headers.get_str(&http::header::CONTENT_TYPE),
+            Some("application/json")
+        );
+        assert_eq!(headers.map()["x-custom"], "a");
+        assert_eq!(headers.len(), 4);
     }
 
     #[test]

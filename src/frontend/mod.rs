@@ -33,7 +33,7 @@ use tokio::sync::watch;
 
 pub(crate) use body::ResponseBody;
 use body::full;
-pub(crate) use http1::RequestBody;
+pub(crate) use http1::{ClientHead, ClientRequest, RequestBody};
 pub(crate) use websocket::WS_READ_BUFFER_BYTES;
 pub use workers::Workers;
 
@@ -340,11 +340,7 @@ fn hand_to_hyper(
                 _permit: held.clone(),
             };
             async move {
-                Ok::<_, Infallible>(
-                    frontend
-                        .route(req.map(RequestBody::Hyper), peer, held)
-                        .await,
-                )
+                Ok::<_, Infallible>(frontend.route(ClientRequest::from(req), peer, held).await)
             }
         });
         let conn = http1
@@ -445,9 +441,9 @@ async fn serve_requests(
     }
 }
 
-/// What the session learns of a message that came in `parts`.
+/// What the session learns of a message that came with `head`.
 pub(crate) fn context(
-    parts: http::request::Parts,
+    head: ClientHead,
     peer: SocketAddr,
     related: Option<tokio::sync::mpsc::Sender<Bytes>>,
     session_id: Option<Arc<str>>,
@@ -456,7 +452,7 @@ pub(crate) fn context(
         related,
         client_addr: Some(peer),
         session_id,
-        headers: Arc::new(parts.headers),
+        headers: Arc::new(head.headers),
     }
 }
 
@@ -573,22 +569,21 @@ impl Frontend {
     // Not an `async fn`: its future is the endpoint's, which one of its own would copy whole.
     fn route(
         self: Arc<Self>,
-        req: Request<RequestBody>,
+        req: ClientRequest,
         peer: SocketAddr,
         permit: HeldPermit,
     ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
         use futures_util::future::Either::{Left, Right};
         let started = Instant::now();
-        if let Some(origin) = req.headers().get(http::header::ORIGIN) {
-            let ok = origin
-                .to_str()
-                .is_ok_and(|o| origin_allowed(o, &self.config.allowed_origins));
+        if let Some(origin) = req.head.headers.get(&http::header::ORIGIN) {
+            let ok = mcp_gateway_layers::headers::visible_ascii(origin)
+                .is_some_and(|o| origin_allowed(o, &self.config.allowed_origins));
             if !ok {
                 let class = client_error(ErrorType::Forbidden, StatusCode::FORBIDDEN);
                 return Left(ready(self.refused(&class, "origin not allowed", started)));
             }
         }
-        let answered = match (req.method(), req.uri().path()) {
+        let answered = match (&req.head.method, req.head.uri.path()) {
             (&Method::POST, "/mcp") => {
                 return Right(Left(self.streamable_post(req, peer, started)));
             }
@@ -614,26 +609,25 @@ impl Frontend {
     // Not an `async fn`: only hyper's bodies are waited for, and their wait is boxed.
     fn read_message(
         &self,
-        req: Request<RequestBody>,
+        req: ClientRequest,
         started: Instant,
-    ) -> impl Future<Output = Result<(http::request::Parts, Message), Box<Response<ResponseBody>>>>
-    + Send
-    + '_ {
+    ) -> impl Future<Output = Result<(ClientHead, Message), Box<Response<ResponseBody>>>> + Send + '_
+    {
         use futures_util::future::Either::{Left, Right};
         let json = req
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
+            .head
+            .headers
+            .get_str(&http::header::CONTENT_TYPE)
             .is_some_and(|v| v.starts_with("application/json"));
         if !json {
             let class = client_error(ErrorType::Validation, StatusCode::UNSUPPORTED_MEDIA_TYPE);
             let refused = self.refused(&class, "Content-Type must be application/json", started);
             return Left(ready(Err(Box::new(refused))));
         }
-        let (parts, body) = req.into_parts();
+        let ClientRequest { head, body } = req;
         match body {
             // The own loop read it, within the limit and the read timeout.
-            RequestBody::Read(bytes) => Left(ready(self.parse_message(parts, Ok(bytes), started))),
+            RequestBody::Read(bytes) => Left(ready(self.parse_message(head, Ok(bytes), started))),
             // hyper times only the head: a body (chunked, say) gets the read timeout here.
             RequestBody::Hyper(body) => {
                 let limit = self.config.limits.max_message_bytes;
@@ -643,7 +637,7 @@ impl Frontend {
                     match tokio::time::timeout(timeout, collect).await {
                         Ok(collected) => {
                             let bytes = collected.map(|collected| collected.to_bytes());
-                            self.parse_message(parts, bytes, started)
+                            self.parse_message(head, bytes, started)
                         }
                         Err(_) => Err(Box::new(self.late_request(started))),
                     }
@@ -656,10 +650,10 @@ impl Frontend {
     /// The message in a body read whole (or why it is refused).
     fn parse_message(
         &self,
-        parts: http::request::Parts,
+        head: ClientHead,
         body: Result<Bytes, mcp_gateway_layers::BoxError>,
         started: Instant,
-    ) -> Result<(http::request::Parts, Message), Box<Response<ResponseBody>>> {
+    ) -> Result<(ClientHead, Message), Box<Response<ResponseBody>>> {
         let limit = self.config.limits.max_message_bytes;
         let bytes: Bytes = match body {
             Ok(bytes) => bytes,
@@ -684,7 +678,7 @@ impl Frontend {
             }
         };
         match Message::parse(bytes) {
-            Ok(msg) => Ok((parts, msg)),
+            Ok(msg) => Ok((head, msg)),
             Err(e) => Err(Box::new(self.refused(&e.class(), &e.to_string(), started))),
         }
     }

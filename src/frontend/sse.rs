@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use mcp_gateway_layers::classify::ErrorType;
 use tokio::sync::mpsc;
 
 use super::body::{ChannelBody, ResponseBody, full, sse_event, sse_response};
-use super::{Frontend, RequestBody, client_error};
+use super::{ClientRequest, Frontend, client_error};
 use crate::lock;
 use crate::mcp::{ClientTransport, Outbox, Session};
 
@@ -83,12 +83,13 @@ impl Frontend {
 
     pub(super) async fn sse_post(
         self: Arc<Self>,
-        req: Request<RequestBody>,
+        req: ClientRequest,
         peer: SocketAddr,
         started: Instant,
     ) -> Response<ResponseBody> {
         let id = req
-            .uri()
+            .head
+            .uri
             .query()
             .unwrap_or("")
             .split('&')
@@ -100,13 +101,13 @@ impl Frontend {
             let class = client_error(ErrorType::NotFound, StatusCode::NOT_FOUND);
             return self.refused(&class, "unknown session", started);
         };
-        let (parts, msg) = match self.read_message(req, started).await {
+        let (head, msg) = match self.read_message(req, started).await {
             Ok(read) => read,
             Err(resp) => return *resp,
         };
         let frontend = self.clone();
         tokio::spawn(async move {
-            let ctx = super::context(parts, peer, None, Some(Arc::from(id)));
+            let ctx = super::context(head, peer, None, Some(Arc::from(id)));
             if let Some(resp) = frontend.dispatch(session, msg, ctx).await {
                 let _ = outbox.send(resp.into_raw()).await;
             }

@@ -9,20 +9,22 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 use mcp_gateway_layers::classify::ErrorType;
 use mcp_gateway_layers::hash::OwnKeys;
+use mcp_gateway_layers::headers::{ClientHeaders, visible_ascii};
 use mcp_gateway_layers::jsonrpc::{Kind, McpMethod};
 use tokio::sync::{Notify, mpsc};
 
 use super::body::{ChannelBody, ResponseBody, as_event, as_is, full, sse_event, sse_response};
-use super::{Frontend, RequestBody, client_error, context};
+use super::{ClientHead, ClientRequest, Frontend, client_error, context};
 use crate::lock;
 use crate::mcp::{ClientTransport, Outbox, SUPPORTED_PROTOCOL_VERSIONS, Session};
 
 // Named once: a lookup by a string parses the name every time.
 pub(super) const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 pub(super) const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 /// The server's own messages for one session, numbered, the last few kept for resumption.
 struct EventLog {
@@ -166,13 +168,12 @@ struct Accepted {
 
 /// Media ranges compared case-insensitively, parameters (`;q=`) ignored. Without the header
 /// neither is named: a POST is still answered (as JSON), an event stream needs asking for.
-fn accepted(headers: &http::HeaderMap) -> Accepted {
-    let all = headers.get_all(http::header::ACCEPT);
-    let mut values = all.iter();
+fn accepted(headers: &ClientHeaders) -> Accepted {
+    let mut values = headers.get_all(&http::header::ACCEPT);
     // What MCP clients send, and what a client that wants JSON alone sends, read without
     // splitting.
     if let (Some(only), None) = (values.next(), values.next()) {
-        match only.as_bytes() {
+        match only {
             b"application/json, text/event-stream" => {
                 return Accepted {
                     json: true,
@@ -192,9 +193,9 @@ fn accepted(headers: &http::HeaderMap) -> Accepted {
         json: false,
         event_stream: false,
     };
-    for range in all
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+    for range in headers
+        .get_all(&http::header::ACCEPT)
+        .filter_map(visible_ascii)
         .flat_map(|v| v.split(','))
     {
         let range = range.split(';').next().unwrap_or("").trim();
@@ -222,13 +223,12 @@ impl Frontend {
     /// 400 for an unsupported `MCP-Protocol-Version`.
     fn session_of(
         &self,
-        headers: &http::HeaderMap,
+        headers: &ClientHeaders,
         started: Instant,
     ) -> Result<Arc<Entry>, Box<Response<ResponseBody>>> {
-        if let Some(version) = headers.get(MCP_PROTOCOL_VERSION) {
-            let supported = version
-                .to_str()
-                .is_ok_and(|v| SUPPORTED_PROTOCOL_VERSIONS.contains(&v));
+        if let Some(version) = headers.get(&MCP_PROTOCOL_VERSION) {
+            let supported =
+                visible_ascii(version).is_some_and(|v| SUPPORTED_PROTOCOL_VERSIONS.contains(&v));
             if !supported {
                 let class = client_error(ErrorType::Validation, StatusCode::BAD_REQUEST);
                 return Err(Box::new(self.refused(
@@ -238,7 +238,7 @@ impl Frontend {
                 )));
             }
         }
-        let Some(id) = headers.get(MCP_SESSION_ID).and_then(|v| v.to_str().ok()) else {
+        let Some(id) = headers.get_str(&MCP_SESSION_ID) else {
             let class = client_error(ErrorType::Validation, StatusCode::BAD_REQUEST);
             return Err(Box::new(self.refused(
                 &class,
@@ -261,13 +261,13 @@ impl Frontend {
 
     pub(super) async fn streamable_post(
         self: Arc<Self>,
-        req: Request<RequestBody>,
+        req: ClientRequest,
         peer: SocketAddr,
         started: Instant,
     ) -> Response<ResponseBody> {
-        let accepted = accepted(req.headers());
+        let accepted = accepted(&req.head.headers);
         if !(accepted.json || accepted.event_stream)
-            && req.headers().contains_key(http::header::ACCEPT)
+            && req.head.headers.contains(&http::header::ACCEPT)
         {
             let class = client_error(ErrorType::Validation, StatusCode::NOT_ACCEPTABLE);
             return self.refused(
@@ -276,14 +276,14 @@ impl Frontend {
                 started,
             );
         }
-        let (parts, msg) = match self.read_message(req, started).await {
+        let (head, msg) = match self.read_message(req, started).await {
             Ok(read) => read,
             Err(resp) => return *resp,
         };
         if msg.method() == McpMethod::Initialize {
-            return self.initialize(parts, peer, msg).await;
+            return self.initialize(head, peer, msg).await;
         }
-        let entry = match self.session_of(&parts.headers, started) {
+        let entry = match self.session_of(&head.headers, started) {
             Ok(found) => found,
             Err(resp) => return *resp,
         };
@@ -291,7 +291,7 @@ impl Frontend {
         if msg.kind() != Kind::Request {
             // Handled before it is accepted: a client that waits for the 202 knows a cancellation
             // (or an answer) was handed on before what it sends next.
-            let ctx = context(parts, peer, None, Some(id));
+            let ctx = context(head, peer, None, Some(id));
             self.clone().dispatch(entry.session.clone(), msg, ctx).await;
             let mut resp = Response::new(full(Bytes::new()));
             *resp.status_mut() = StatusCode::ACCEPTED;
@@ -302,7 +302,7 @@ impl Frontend {
             let (tx, rx) = mpsc::channel::<Bytes>(64);
             let session = entry.session.clone();
             let frontend = self.clone();
-            let ctx = context(parts, peer, Some(tx.clone()), Some(id));
+            let ctx = context(head, peer, Some(tx.clone()), Some(id));
             tokio::spawn(async move {
                 if let Some(resp) = frontend.dispatch(session, msg, ctx).await {
                     let _ = tx.send(resp.into_raw()).await;
@@ -310,7 +310,7 @@ impl Frontend {
             });
             return sse_response(ChannelBody::boxed(rx, as_event, ()));
         }
-        let ctx = context(parts, peer, None, Some(id));
+        let ctx = context(head, peer, None, Some(id));
         match self.clone().dispatch(entry.session.clone(), msg, ctx).await {
             Some(resp) => json_response(resp.into_raw(), None),
             None => {
@@ -323,7 +323,7 @@ impl Frontend {
 
     async fn initialize(
         self: Arc<Self>,
-        parts: http::request::Parts,
+        head: ClientHead,
         peer: SocketAddr,
         msg: mcp_gateway_layers::jsonrpc::Message,
     ) -> Response<ResponseBody> {
@@ -334,7 +334,7 @@ impl Frontend {
         let session = self.handler.open(ClientTransport::StreamableHttp, outbox);
         let resp = session
             .clone()
-            .handle(msg, context(parts, peer, None, Some(id.clone())))
+            .handle(msg, context(head, peer, None, Some(id.clone())))
             .await;
         let Some(resp) = resp else {
             session.close();
@@ -359,21 +359,20 @@ impl Frontend {
 
     pub(super) fn streamable_get(
         self: Arc<Self>,
-        req: Request<RequestBody>,
+        req: ClientRequest,
         started: Instant,
     ) -> Response<ResponseBody> {
-        if !accepted(req.headers()).event_stream {
+        let headers = &req.head.headers;
+        if !accepted(headers).event_stream {
             let class = client_error(ErrorType::Validation, StatusCode::NOT_ACCEPTABLE);
             return self.refused(&class, "Accept must allow text/event-stream", started);
         }
-        let entry = match self.session_of(req.headers(), started) {
+        let entry = match self.session_of(headers, started) {
             Ok(found) => found,
             Err(resp) => return *resp,
         };
-        let mut after: u64 = req
-            .headers()
-            .get("last-event-id")
-            .and_then(|v| v.to_str().ok())
+        let mut after: u64 = headers
+            .get_str(&LAST_EVENT_ID)
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
         let log = entry.log.clone();
@@ -428,10 +427,10 @@ impl Frontend {
 
     pub(super) fn streamable_delete(
         self: Arc<Self>,
-        req: Request<RequestBody>,
+        req: ClientRequest,
         started: Instant,
     ) -> Response<ResponseBody> {
-        let id = match self.session_of(req.headers(), started) {
+        let id = match self.session_of(&req.head.headers, started) {
             Ok(entry) => entry.id.clone(),
             Err(resp) => return *resp,
         };
@@ -450,7 +449,7 @@ mod tests {
         for v in values {
             headers.append(http::header::ACCEPT, HeaderValue::from_str(v).unwrap());
         }
-        let a = accepted(&headers);
+        let a = accepted(&ClientHeaders::from(headers));
         (a.json, a.event_stream)
     }
 

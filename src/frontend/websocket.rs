@@ -10,6 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use mcp_gateway_layers::classify::ErrorType;
+use mcp_gateway_layers::headers::ClientHeaders;
 use mcp_gateway_layers::jsonrpc::Message;
 use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
@@ -22,7 +23,7 @@ use tokio_tungstenite::tungstenite::{Message as Frame, Utf8Bytes};
 pub(crate) const WS_READ_BUFFER_BYTES: usize = 2 * 1024;
 
 use super::body::{ResponseBody, full};
-use super::{Frontend, RequestBody, client_error};
+use super::{ClientRequest, Frontend, client_error};
 use crate::mcp::{ClientTransport, Outbox, RequestContext};
 
 /// A copy of `headers` whose values own their bytes.
@@ -61,12 +62,13 @@ fn header_has(headers: &http::HeaderMap, name: http::HeaderName, token: &str) ->
 impl Frontend {
     pub(super) fn websocket(
         self: Arc<Self>,
-        mut req: Request<RequestBody>,
+        mut req: ClientRequest,
         peer: SocketAddr,
         permit: super::HeldPermit,
         started: Instant,
     ) -> Response<ResponseBody> {
-        let headers = req.headers();
+        // Upgrades come through hyper, whose headers are a map already.
+        let headers = req.head.headers.map();
         let upgrade = header_has(headers, http::header::UPGRADE, "websocket")
             && header_has(headers, http::header::CONNECTION, "upgrade");
         let version_ok = headers
@@ -91,8 +93,11 @@ impl Frontend {
         let accept = derive_accept_key(key.as_bytes());
         // Copied, not cloned: a clone's values are slices of the connection's read buffer and would
         // keep all of it for as long as the WebSocket lives.
-        let upgrade_headers = Arc::new(owned_headers(req.headers()));
-        let on_upgrade = hyper::upgrade::on(&mut req);
+        let upgrade_headers = Arc::new(ClientHeaders::from(owned_headers(headers)));
+        // hyper finds the connection's upgrade among the request's extensions.
+        let mut upgrade = Request::new(());
+        *upgrade.extensions_mut() = std::mem::take(&mut req.head.extensions);
+        let on_upgrade = hyper::upgrade::on(&mut upgrade);
         let frontend = self.clone();
         // The WebSocket keeps the connection's place under the limit for as long as it lives.
         tokio::spawn(async move {
@@ -131,7 +136,7 @@ impl Frontend {
     async fn run_websocket(
         self: Arc<Self>,
         io: TokioIo<hyper::upgrade::Upgraded>,
-        headers: Arc<http::HeaderMap>,
+        headers: Arc<ClientHeaders>,
         peer: SocketAddr,
     ) {
         let max = self.config.limits.max_message_bytes;

@@ -528,9 +528,8 @@ impl ProxySession {
                 .config
                 .forward_credentials
                 .then(|| {
-                    RequestParts::headers(req)
-                        .and_then(|h| h.get(http::header::AUTHORIZATION))
-                        .cloned()
+                    RequestParts::header(req, &http::header::AUTHORIZATION)
+                        .and_then(|v| http::HeaderValue::from_bytes(v).ok())
                 })
                 .flatten(),
         };

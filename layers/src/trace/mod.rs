@@ -105,7 +105,7 @@ mod tests {
                 headers.insert("traceparent", parent.parse().unwrap());
                 headers.insert("mcp-session-id", "s1".parse().unwrap());
                 headers.insert("mcp-protocol-version", "2025-06-18".parse().unwrap());
-                req.context.headers = Some(std::sync::Arc::new(headers));
+                req.context.headers = Some(std::sync::Arc::new(headers.into()));
                 let inner = tower::service_fn(|_: JsonRpcRequest| {
                     std::future::ready(Ok::<_, std::convert::Infallible>(message_response(
                         r#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
@@ -156,7 +156,7 @@ mod tests {
             let mut headers = http::HeaderMap::new();
             let parent = format!("00-11111111111111111111111111111111-2222222222222222-{flags}");
             headers.insert("traceparent", parent.parse().unwrap());
-            req.context.headers = Some(std::sync::Arc::new(headers));
+            req.context.headers = Some(std::sync::Arc::new(headers.into()));
             req.context.session_id = Some(std::sync::Arc::from("s1"));
             let record = seen.clone();
             let inner = tower::service_fn(move |_: JsonRpcRequest| {

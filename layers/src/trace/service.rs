@@ -36,24 +36,18 @@ pub(crate) fn incoming_context<R: RequestParts>(req: &R, sample_ratio: f64) -> T
             );
         }
     }
-    if let Some(headers) = req.headers() {
-        let parent = headers
-            .get(TRACEPARENT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(TraceParent::parse);
-        if let Some(parent) = parent {
-            return TraceContext::child_of(
-                &parent,
-                headers.get(TRACESTATE).cloned(),
-                headers.get(BAGGAGE).cloned(),
-            );
-        }
+    if let Some(parent) = header(req, &TRACEPARENT).and_then(TraceParent::parse) {
+        let value = |name| {
+            req.header(name)
+                .and_then(|v| HeaderValue::from_bytes(v).ok())
+        };
+        return TraceContext::child_of(&parent, value(&TRACESTATE), value(&BAGGAGE));
     }
     TraceContext::root(sample_ratio)
 }
 
-fn header<R: RequestParts>(req: &R, name: HeaderName) -> Option<&str> {
-    req.headers()?.get(name)?.to_str().ok()
+fn header<'a, R: RequestParts>(req: &'a R, name: &HeaderName) -> Option<&'a str> {
+    crate::headers::visible_ascii(req.header(name)?)
 }
 
 impl<S, Req> Service<Req> for Trace<S>
@@ -80,7 +74,7 @@ where
         let (span, scope) = if !sampled && self.scope_unsampled {
             let session = req
                 .session_id()
-                .or_else(|| header(&req, MCP_SESSION_ID).map(Arc::from));
+                .or_else(|| header(&req, &MCP_SESSION_ID).map(Arc::from));
             let scope = LogScope::new(ctx.trace_id, ctx.span_id, session, msg);
             (tracing::Span::none(), Some(Arc::new(scope)))
         } else {
@@ -95,9 +89,9 @@ where
                 mcp.method.name = msg.and_then(|m| m.method_name()),
                 jsonrpc.request.id = msg.and_then(|m| m.id_raw()),
                 gen_ai.tool.name = msg.filter(|_| sampled).and_then(|m| m.tool_name()),
-                mcp.session.id = header(&req, MCP_SESSION_ID),
+                mcp.session.id = header(&req, &MCP_SESSION_ID),
                 mcp.protocol.version =
-                    sampled.then(|| header(&req, MCP_PROTOCOL_VERSION)).flatten(),
+                    sampled.then(|| header(&req, &MCP_PROTOCOL_VERSION)).flatten(),
                 network.transport = sampled.then_some("tcp"),
                 error.type = Empty,
             );

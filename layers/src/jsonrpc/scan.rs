@@ -240,30 +240,31 @@ impl<'a> Scanner<'a> {
         const HIGH: u64 = 0x8080_8080_8080_8080;
         // The lowest flagged byte is exact (a borrow only flags bytes above a true match).
         let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-        while let Some(chunk) = self.b.get(self.at..self.at + 8) {
+        // In locals, stored once: the scanner's fields would be written back every chunk.
+        let (b, mut at, mut seen) = (self.b, self.at, 0u64);
+        while let Some(chunk) = b.get(at..at + 8) {
             let v = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
             let special = has_zero(v ^ (ONES * u64::from(b'"')))
                 | has_zero(v ^ (ONES * u64::from(b'\\')))
                 | (v.wrapping_sub(ONES * 0x20) & !v & HIGH);
-            let plain = if special == 0 {
-                8
-            } else {
-                special.trailing_zeros() as usize / 8
-            };
             // Over-reports when the byte is past the string: that costs only a UTF-8 check.
-            self.non_ascii |= v & HIGH != 0;
-            self.at += plain;
-            if plain < 8 {
+            seen |= v;
+            if special != 0 {
+                self.at = at + special.trailing_zeros() as usize / 8;
+                self.non_ascii |= seen & HIGH != 0;
                 return;
             }
+            at += 8;
         }
-        while let Some(c) = self.byte() {
+        self.non_ascii |= seen & HIGH != 0;
+        while let Some(&c) = b.get(at) {
             if c == b'"' || c == b'\\' || c < 0x20 {
-                return;
+                break;
             }
             self.non_ascii |= c > 0x7f;
-            self.at += 1;
+            at += 1;
         }
+        self.at = at;
     }
 
     fn number(&mut self) -> Option<()> {

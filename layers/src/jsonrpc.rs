@@ -666,16 +666,56 @@ impl Message {
     /// assert_eq!(&out.raw()[..], br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{},"_meta":{"traceparent":"00-1-2-01"}}}"#);
     /// ```
     pub fn with_params(&self, params: &[(&str, &str)], meta: &[(&str, &str)]) -> Message {
+        self.rewritten(params, meta, None)
+    }
+
+    /// [`with_params`](Self::with_params) and [`with_id_number`](Self::with_id_number) in one
+    /// rewrite: the copy a backend is sent.
+    ///
+    /// ```
+    /// use mcp_gateway_layers::jsonrpc::Message;
+    ///
+    /// let msg = Message::parse(br#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"a__echo"}}"#.to_vec().into()).unwrap();
+    /// let out = msg.with_params_and_id(&[("name", r#""echo""#)], &[], 12);
+    /// assert_eq!(out.id_raw(), Some("12"));
+    /// assert_eq!(out.tool_name(), Some("echo"));
+    /// assert_eq!(&out.raw()[..], br#"{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"name":"echo"}}"#);
+    /// ```
+    pub fn with_params_and_id(
+        &self,
+        params: &[(&str, &str)],
+        meta: &[(&str, &str)],
+        id: u64,
+    ) -> Message {
+        self.rewritten(
+            params,
+            meta,
+            Some(itoa::Buffer::new().format(id).as_bytes()),
+        )
+    }
+
+    /// `params` and `_meta` members set and, with `id`, the id replaced, in one buffer when the
+    /// message has the common shape.
+    fn rewritten(
+        &self,
+        params: &[(&str, &str)],
+        meta: &[(&str, &str)],
+        id: Option<&[u8]>,
+    ) -> Message {
         if params.is_empty() && meta.is_empty() {
-            return self.clone();
+            return match id {
+                Some(token) => self.with_id_token(token),
+                None => self.clone(),
+            };
         }
         let extra: usize = params
             .iter()
             .chain(meta)
             .map(|(k, v)| k.len() + v.len() + 8)
-            .sum();
+            .sum::<usize>()
+            + id.map_or(0, <[u8]>::len);
         let mut out = Vec::with_capacity(self.0.raw.len() + extra + 16);
-        if let Some(spliced) = self.spliced_params(params, meta, &mut out) {
+        if let Some(spliced) = self.spliced_params(params, meta, &mut out, id) {
             return spliced;
         }
         let Ok(text) = std::str::from_utf8(&self.0.raw) else {
@@ -692,6 +732,9 @@ impl Message {
             out.extend_from_slice(&text.as_bytes()[range.end..]);
             let mut fields = self.0.moved(range.end, new_end);
             if fields.peek_params_at(&out, range.start..new_end) {
+                if let Some(token) = id {
+                    fields = with_id_spliced(&mut out, fields, token);
+                }
                 fields.raw = Bytes::from(out);
                 return Message(Box::new(fields));
             }
@@ -703,7 +746,11 @@ impl Message {
             );
         }
         // The rewrite keeps the message an object with valid members, so it peeks.
-        Message::parse(Bytes::from(out)).unwrap_or_else(|_| self.clone())
+        let rewritten = Message::parse(Bytes::from(out)).unwrap_or_else(|_| self.clone());
+        match id {
+            Some(token) => rewritten.with_id_token(token),
+            None => rewritten,
+        }
     }
 
     /// The common rewrite of a call without `_meta` (a new tool name, `_meta` added at the end
@@ -714,6 +761,7 @@ impl Message {
         params: &[(&str, &str)],
         meta: &[(&str, &str)],
         out: &mut Vec<u8>,
+        id: Option<&[u8]>,
     ) -> Option<Message> {
         let range = self.0.params.clone()?;
         if self.0.meta.present && !meta.is_empty() {
@@ -802,9 +850,25 @@ impl Message {
             out.clear();
             return None;
         }
+        if let Some(token) = id {
+            fields = with_id_spliced(out, fields, token);
+        }
         fields.raw = Bytes::from(std::mem::take(out));
         Some(Message(Box::new(fields)))
     }
+}
+
+/// The id of the message in `out` (laid out as `fields` says) replaced by `token` in place: what
+/// follows it moves, and so does what was peeked there.
+fn with_id_spliced(out: &mut Vec<u8>, fields: Fields, token: &[u8]) -> Fields {
+    let Some(range) = fields.id.clone() else {
+        return fields;
+    };
+    out.splice(range.clone(), token.iter().copied());
+    let new_end = range.start + token.len();
+    let mut moved = fields.moved(range.end, new_end);
+    moved.id = Some(range.start..new_end);
+    moved
 }
 
 impl fmt::Debug for Message {
@@ -1171,7 +1235,22 @@ mod tests {
                     "{input}"
                 );
                 assert_eq!(out.id_raw(), m.id_raw(), "{input}");
+                // With the id too, in one rewrite: what the two rewrites make, bytes and peek.
+                for (params, id) in [(&[("name", r#""t""#)][..], 123_456_789_012), (&[], 7)] {
+                    let both = m.with_params_and_id(params, meta, id);
+                    assert_eq!(
+                        both,
+                        m.with_params(params, meta).with_id_number(id),
+                        "{input}"
+                    );
+                    assert_eq!(
+                        both,
+                        parse(std::str::from_utf8(both.raw()).unwrap()).unwrap(),
+                        "{input}"
+                    );
+                }
             }
+            assert_eq!(m.with_params_and_id(&[], &[], 9), m.with_id_number(9));
         }
     }
 
@@ -1196,7 +1275,7 @@ mod tests {
             };
             let mut out = Vec::new();
             let spliced = m
-                .spliced_params(name, &[("traceparent", "00-new")], &mut out)
+                .spliced_params(name, &[("traceparent", "00-new")], &mut out, None)
                 .expect("a call without _meta is spliced");
             assert_eq!(std::str::from_utf8(spliced.raw()).unwrap(), expected);
             let mut general = Vec::new();
@@ -1218,6 +1297,7 @@ mod tests {
                 &[("name", r#""t""#)],
                 &[("traceparent", "x")],
                 &mut Vec::new(),
+                None,
             );
             assert!(spliced.is_none(), "{input}");
         }

@@ -381,15 +381,17 @@ impl BackendClient {
         }
     }
 
-    /// Sends a request under the gateway's id `id` and waits for the answer, whose id is put
-    /// back to the request's own. Dropping the future cancels the call at the backend.
+    /// Sends `outgoing`, the client's `request` as the backend sees it (under the gateway's id
+    /// `id`, [`Message::with_params_and_id`]), and waits for the answer, whose id is put back to
+    /// the request's own. Dropping the future cancels the call at the backend.
     // Not an `async fn`: its future is `call_inner`'s, which one of its own would copy whole.
     pub fn call<'a>(
         &'a self,
         id: u64,
+        outgoing: Message,
         request: &'a Message,
     ) -> impl Future<Output = Reply> + Send + 'a {
-        self.call_inner(id, request).map(move |result| {
+        self.call_inner(id, outgoing, request).map(move |result| {
             self.count(&result);
             result
         })
@@ -419,11 +421,11 @@ impl BackendClient {
         }
     }
 
-    async fn call_inner(&self, id: u64, request: &Message) -> Reply {
+    async fn call_inner(&self, id: u64, outgoing: Message, request: &Message) -> Reply {
         let tx = self.sender().await?;
-        let outgoing = request.with_id_number(id);
         if request.method() == McpMethod::Initialize {
-            lock(&self.shared.handshake).0 = Some(request.detached());
+            // Replayed as the backend saw it, under a new id.
+            lock(&self.shared.handshake).0 = Some(outgoing.detached());
         }
         let (reply_tx, reply_rx) = oneshot::channel();
         lock(&self.shared.pending).insert(id, reply_tx);

@@ -398,8 +398,8 @@ impl ProxySession {
                 None => tracing::Span::none(),
             };
             let traceparent = call_ctx.as_ref().map(TraceContext::traceparent);
-            // One rewrite (and one parse) for everything the backend sees differently; the members
-            // are at most these two, kept on the stack.
+            // One rewrite (and one parse) for everything the backend sees differently, the id
+            // among it; the members are at most these two, kept on the stack.
             let mut members = [("", ""); 2];
             let mut count = 0;
             for member in [
@@ -412,14 +412,14 @@ impl ProxySession {
                 members[count] = member;
                 count += 1;
             }
-            let outgoing = msg.with_params(rewrite.params, &members[..count]);
+            let outgoing = msg.with_params_and_id(rewrite.params, &members[..count], id);
             (span, outgoing)
         };
         // An unsampled call has no span to enter on every poll.
         let result = if span.is_none() {
-            client.call(id, &outgoing).await
+            client.call(id, outgoing, msg).await
         } else {
-            tracing::Instrument::instrument(client.call(id, &outgoing), span.clone()).await
+            tracing::Instrument::instrument(client.call(id, outgoing, msg), span.clone()).await
         };
         let failure = match &result {
             Ok(resp) => resp.failure_class(Component::Backend).map(|c| c.error_type),

@@ -28,6 +28,13 @@ pub type HeaderSpan = (u16, u16, u16, u16);
 
 /// A header value as text when it is visible ASCII (and tabs), as [`HeaderValue::to_str`] reads it.
 pub fn visible_ascii(value: &[u8]) -> Option<&str> {
+    is_visible_ascii(value)
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
+}
+
+/// Whether a header value is visible ASCII (and tabs): what [`HeaderValue::to_str`] takes.
+pub fn is_visible_ascii(value: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // Eight bytes at a time: a byte under 0x20 (a tab, say) or from 0x7f up sends the chunk to
@@ -38,10 +45,7 @@ pub fn visible_ascii(value: &[u8]) -> Option<&str> {
     let chunks_ok = chunks.by_ref().all(|c| {
         visible(u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))) || c.iter().all(plain)
     });
-    if !(chunks_ok && chunks.remainder().iter().all(plain)) {
-        return None;
-    }
-    std::str::from_utf8(value).ok()
+    chunks_ok && chunks.remainder().iter().all(plain)
 }
 
 /// The HTTP headers a request came with: a [`HeaderMap`], or the request's head and where each

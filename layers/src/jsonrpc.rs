@@ -530,6 +530,18 @@ impl Message {
         std::str::from_utf8(&self.0.raw[r]).ok()
     }
 
+    /// The id when it is a number that fits a `u64` (as the gateway's own ids are), read from
+    /// the bytes without making text of them.
+    pub fn id_number(&self) -> Option<u64> {
+        let digits = &self.0.raw[self.0.id.clone()?];
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        digits.iter().try_fold(0u64, |n, &d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+    }
+
     /// The id's raw JSON as a slice of the message's bytes (no copy).
     pub fn id_bytes(&self) -> Option<Bytes> {
         Some(self.0.raw.slice(self.0.id.clone()?))
@@ -553,6 +565,14 @@ impl Message {
     /// `params._meta.traceparent`.
     pub fn meta_traceparent(&self) -> Option<&str> {
         self.0.meta.traceparent.as_ref().map(|t| self.text(t))
+    }
+
+    /// `params._meta.traceparent` as the bytes of its text, for a writer that needs no `str`.
+    pub fn meta_traceparent_bytes(&self) -> Option<&[u8]> {
+        self.0.meta.traceparent.as_ref().map(|t| match t {
+            Text::Span(r) => &self.0.raw[r.clone()],
+            Text::Decoded(s) => s.as_bytes(),
+        })
     }
 
     /// `params._meta.tracestate`.
@@ -1301,6 +1321,32 @@ mod tests {
             );
             assert!(spliced.is_none(), "{input}");
         }
+    }
+
+    #[test]
+    fn a_numeric_id_is_read_from_its_bytes_as_text_would_parse() {
+        for id in [
+            "0",
+            "12",
+            "-1",
+            "1.5",
+            "1e3",
+            r#""12""#,
+            "18446744073709551615",
+            "18446744073709551616",
+        ] {
+            let m = parse(&format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#)).unwrap();
+            assert_eq!(m.id_number(), id.parse::<u64>().ok(), "{id}");
+        }
+        let m = parse(
+            r#"{"jsonrpc":"2.0","method":"x","params":{"_meta":{"traceparent":"00-\u0061b"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m.meta_traceparent_bytes(),
+            m.meta_traceparent().map(str::as_bytes)
+        );
+        assert_eq!(m.meta_traceparent(), Some("00-ab"));
     }
 
     #[test]

@@ -249,8 +249,7 @@ impl Shared {
 
     /// The call waiting for the answer `msg`, taken out of the pending calls.
     fn take_waiter(&self, msg: &Message) -> Option<oneshot::Sender<Reply>> {
-        let id = msg.id_raw()?.parse::<u64>().ok()?;
-        lock(&self.pending).remove(&id)
+        lock(&self.pending).remove(&msg.id_number()?)
     }
 }
 

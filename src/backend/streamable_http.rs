@@ -43,25 +43,25 @@ pub(super) fn base_headers(config: &BackendConfig, forwarded: &Forwarded) -> Hea
 /// The trace context the gateway wrote into `params._meta`, also as W3C headers.
 pub(super) fn trace_headers(msg: &Message, request: &mut Request<'_>) {
     for (name, value) in [
-        ("traceparent", msg.meta_traceparent()),
-        ("tracestate", msg.meta_tracestate()),
+        ("traceparent", msg.meta_traceparent_bytes()),
+        ("tracestate", msg.meta_tracestate().map(str::as_bytes)),
     ] {
         // Only what a header value may hold is passed on (`HeaderValue`'s rule, without making
         // one: that copies the value).
         if let Some(value) = value.filter(|v| is_header_value(v)) {
-            request.header(name, value.as_bytes());
+            request.header(name, value);
         }
     }
 }
 
 /// Whether `value` may be a header value: no control characters but tab.
-fn is_header_value(value: &str) -> bool {
+fn is_header_value(value: &[u8]) -> bool {
     const ONES: u64 = u64::MAX / 255;
     const HIGH: u64 = ONES * 0x80;
     let refused = |&b: &u8| (b < 0x20 && b != b'\t') || b == 0x7f;
     // Eight bytes a step (a `traceparent` is 55): only a word that may hold a byte under 0x20
     // (a tab among them) or a DEL is looked at byte by byte.
-    let mut words = value.as_bytes().chunks_exact(8);
+    let mut words = value.chunks_exact(8);
     for word in &mut words {
         let mut eight = [0u8; 8];
         eight.copy_from_slice(word);
@@ -464,7 +464,7 @@ mod tests {
             for at in 0..=filler.len() {
                 let value = format!("{}{c}{}", &filler[..at], &filler[at..]);
                 assert_eq!(
-                    is_header_value(&value),
+                    is_header_value(value.as_bytes()),
                     HeaderValue::from_str(&value).is_ok(),
                     "{value:?}"
                 );

@@ -25,6 +25,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use mcp_gateway_layers::classify::{Component, ErrorClass, ErrorType, Verdict};
 use mcp_gateway_layers::edge::error_message;
+use mcp_gateway_layers::headers::is_visible_ascii;
 use mcp_gateway_layers::jsonrpc::{McpMethod, Message, PeekError};
 use mcp_gateway_layers::limit::ConnectionLimiter;
 use mcp_gateway_layers::parts::Namespace;
@@ -617,8 +618,8 @@ impl Frontend {
         let json = req
             .head
             .headers
-            .get_str(&http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.starts_with("application/json"));
+            .get(&http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.starts_with(b"application/json") && is_visible_ascii(v));
         if !json {
             let class = client_error(ErrorType::Validation, StatusCode::UNSUPPORTED_MEDIA_TYPE);
             let refused = self.refused(&class, "Content-Type must be application/json", started);

@@ -227,8 +227,9 @@ impl Frontend {
         started: Instant,
     ) -> Result<Arc<Entry>, Box<Response<ResponseBody>>> {
         if let Some(version) = headers.get(&MCP_PROTOCOL_VERSION) {
-            let supported =
-                visible_ascii(version).is_some_and(|v| SUPPORTED_PROTOCOL_VERSIONS.contains(&v));
+            let supported = SUPPORTED_PROTOCOL_VERSIONS
+                .iter()
+                .any(|v| v.as_bytes() == version);
             if !supported {
                 let class = client_error(ErrorType::Validation, StatusCode::BAD_REQUEST);
                 return Err(Box::new(self.refused(

@@ -43,7 +43,7 @@ pub(crate) struct ClientRequest {
 }
 
 /// Everything of a request but its body. This loop's headers stay in the head it read, looked
-/// up in place: a `HeaderMap` cost 2.5k instructions a request to build and read.
+/// up in place: a `HeaderMap` cost 2.0k of a call's 35.0k instructions to build and read.
 pub(crate) struct ClientHead {
     pub(crate) method: Method,
     pub(crate) uri: Uri,

@@ -25,7 +25,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use mcp_gateway_layers::classify::{Component, ErrorClass, ErrorType, Verdict};
 use mcp_gateway_layers::edge::error_message;
-use mcp_gateway_layers::headers::is_visible_ascii;
+use mcp_gateway_layers::headers::{is_visible_ascii, visible_ascii};
 use mcp_gateway_layers::jsonrpc::{McpMethod, Message, PeekError};
 use mcp_gateway_layers::limit::ConnectionLimiter;
 use mcp_gateway_layers::parts::Namespace;
@@ -577,7 +577,7 @@ impl Frontend {
         use futures_util::future::Either::{Left, Right};
         let started = Instant::now();
         if let Some(origin) = req.head.headers.get(&http::header::ORIGIN) {
-            let ok = mcp_gateway_layers::headers::visible_ascii(origin)
+            let ok = visible_ascii(origin)
                 .is_some_and(|o| origin_allowed(o, &self.config.allowed_origins));
             if !ok {
                 let class = client_error(ErrorType::Forbidden, StatusCode::FORBIDDEN);

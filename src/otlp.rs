@@ -3,6 +3,7 @@
 //! over HTTP/protobuf or gRPC. The protobuf is written here, field by field, from the
 //! OpenTelemetry proto definitions: a handful of messages do not need a code generator.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -11,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tracing::Subscriber;
 use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::Layer;
@@ -19,6 +20,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::{OtlpConfig, OtlpProtocol};
+use crate::lock;
 use crate::logs::Collect;
 
 /// One finished span, ready to encode.
@@ -62,7 +64,65 @@ fn hex<const N: usize>(v: Option<&Value>) -> Option<[u8; N]> {
 /// Captures the gateway's spans and hands the sampled ones to the exporter.
 #[derive(Debug)]
 pub struct OtlpLayer {
-    spans: mpsc::Sender<FinishedSpan>,
+    spans: Arc<SpanQueue>,
+}
+
+/// The most spans in one export.
+const BATCH_SPANS: usize = 512;
+/// The most spans waiting for the exporter; more are dropped.
+const MAX_QUEUED_SPANS: usize = 4096;
+/// How long the first span of a batch waits for the rest.
+const BATCH_WAIT: Duration = Duration::from_secs(1);
+
+/// Finished spans waiting for the exporter, which is woken for a batch rather than for each span:
+/// a channel woke the exporter's thread for nearly every span, two wake-ups a sampled request.
+#[derive(Debug, Default)]
+struct SpanQueue {
+    spans: Mutex<Vec<FinishedSpan>>,
+    /// Signalled when a batch starts (the first span) and when one is full.
+    wake: Notify,
+}
+
+impl SpanQueue {
+    /// Queues `span` (dropped when the queue is full: tracing never slows requests down), waking
+    /// the exporter when it starts or fills a batch.
+    fn push(&self, span: FinishedSpan) {
+        let queued = {
+            let mut spans = lock(&self.spans);
+            if spans.len() >= MAX_QUEUED_SPANS {
+                return;
+            }
+            spans.push(span);
+            spans.len()
+        };
+        if queued == 1 || queued % BATCH_SPANS == 0 {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Waits for a batch: the first span, then a full batch or [`BATCH_WAIT`], whichever comes
+    /// first; returns what is queued then (it may be more than a batch).
+    async fn next_batch(&self) -> Vec<FinishedSpan> {
+        while lock(&self.spans).is_empty() {
+            self.wake.notified().await;
+        }
+        if lock(&self.spans).len() < BATCH_SPANS {
+            // A wake-up left from the first span ends this wait early: then it waits again.
+            let deadline = tokio::time::sleep(BATCH_WAIT);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    () = &mut deadline => break,
+                    () = self.wake.notified() => {
+                        if lock(&self.spans).len() >= BATCH_SPANS {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        std::mem::take(&mut *lock(&self.spans))
+    }
 }
 
 /// Fields that describe the span itself rather than being attributes.
@@ -160,8 +220,7 @@ where
                 .and_then(Value::as_str)
                 .map(str::to_owned),
         };
-        // A full queue drops the span: tracing never slows requests down.
-        let _ = self.spans.try_send(finished);
+        self.spans.push(finished);
     }
 }
 
@@ -271,11 +330,16 @@ pub fn pipeline(
     OtlpLayer,
     impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let (tx, rx) = mpsc::channel(4096);
-    (OtlpLayer { spans: tx }, export(config.clone(), rx))
+    let spans = Arc::new(SpanQueue::default());
+    (
+        OtlpLayer {
+            spans: spans.clone(),
+        },
+        export(config.clone(), spans),
+    )
 }
 
-async fn export(config: OtlpConfig, mut spans: mpsc::Receiver<FinishedSpan>) {
+async fn export(config: OtlpConfig, spans: Arc<SpanQueue>) {
     let mut builder = Client::builder(TokioExecutor::new());
     if config.protocol == OtlpProtocol::Grpc {
         builder.http2_only(true);
@@ -298,82 +362,135 @@ async fn export(config: OtlpConfig, mut spans: mpsc::Receiver<FinishedSpan>) {
             ))
         })
         .collect();
-    let mut batch = Vec::new();
     loop {
-        // Up to 512 spans or one second, whichever comes first.
-        let first = match spans.recv().await {
-            Some(span) => span,
-            None => return,
+        let queued = spans.next_batch().await;
+        for batch in queued.chunks(BATCH_SPANS) {
+            send_batch(&client, &url, &headers, config.protocol, batch).await;
+        }
+    }
+}
+
+/// Exports one batch; a refusal or a failure is logged and the spans dropped.
+async fn send_batch(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    url: &str,
+    headers: &[(HeaderName, HeaderValue)],
+    protocol: OtlpProtocol,
+    batch: &[FinishedSpan],
+) {
+    let payload = encode(batch);
+    let count = batch.len();
+    let body = match protocol {
+        OtlpProtocol::HttpProtobuf => payload,
+        OtlpProtocol::Grpc => {
+            // gRPC framing: uncompressed flag, then the message's length.
+            let mut framed = BytesMut::with_capacity(payload.len() + 5);
+            framed.put_u8(0);
+            framed.put_u32(payload.len() as u32);
+            framed.put_slice(&payload);
+            framed.freeze()
+        }
+    };
+    let mut req = Request::builder().method(Method::POST).uri(url);
+    if let Some(h) = req.headers_mut() {
+        for (k, v) in headers {
+            h.insert(k.clone(), v.clone());
+        }
+        let content_type = match protocol {
+            OtlpProtocol::HttpProtobuf => "application/x-protobuf",
+            OtlpProtocol::Grpc => "application/grpc",
         };
-        batch.push(first);
-        let deadline = tokio::time::sleep(Duration::from_secs(1));
-        tokio::pin!(deadline);
-        while batch.len() < 512 {
-            tokio::select! {
-                next = spans.recv() => match next {
-                    Some(span) => batch.push(span),
-                    None => break,
-                },
-                () = &mut deadline => break,
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static(content_type),
+        );
+        if protocol == OtlpProtocol::Grpc {
+            h.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        }
+    }
+    let Ok(req) = req.body(Full::new(body)) else {
+        return;
+    };
+    match client.request(req).await {
+        Ok(resp) => {
+            let status = resp.status();
+            let collected = resp.into_body().collect().await.ok();
+            let grpc_status = collected
+                .as_ref()
+                .and_then(|c| c.trailers())
+                .and_then(|t| t.get("grpc-status"))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let ok = status.is_success() && grpc_status.as_deref().is_none_or(|s| s == "0");
+            if !ok {
+                tracing::warn!(
+                    status = status.as_u16(),
+                    grpc_status,
+                    spans = count,
+                    "the OTLP collector refused spans"
+                );
             }
         }
-        let payload = encode(&batch);
-        let count = batch.len();
-        batch.clear();
-        let body = match config.protocol {
-            OtlpProtocol::HttpProtobuf => payload,
-            OtlpProtocol::Grpc => {
-                // gRPC framing: uncompressed flag, then the message's length.
-                let mut framed = BytesMut::with_capacity(payload.len() + 5);
-                framed.put_u8(0);
-                framed.put_u32(payload.len() as u32);
-                framed.put_slice(&payload);
-                framed.freeze()
-            }
-        };
-        let mut req = Request::builder().method(Method::POST).uri(&url);
-        if let Some(h) = req.headers_mut() {
-            for (k, v) in &headers {
-                h.insert(k.clone(), v.clone());
-            }
-            let content_type = match config.protocol {
-                OtlpProtocol::HttpProtobuf => "application/x-protobuf",
-                OtlpProtocol::Grpc => "application/grpc",
-            };
-            h.insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static(content_type),
-            );
-            if config.protocol == OtlpProtocol::Grpc {
-                h.insert(http::header::TE, HeaderValue::from_static("trailers"));
-            }
+        Err(e) => {
+            tracing::warn!(error = %e, spans = count, "OTLP export failed; spans dropped")
         }
-        let Ok(req) = req.body(Full::new(body)) else {
-            continue;
-        };
-        match client.request(req).await {
-            Ok(resp) => {
-                let status = resp.status();
-                let collected = resp.into_body().collect().await.ok();
-                let grpc_status = collected
-                    .as_ref()
-                    .and_then(|c| c.trailers())
-                    .and_then(|t| t.get("grpc-status"))
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                let ok = status.is_success() && grpc_status.as_deref().is_none_or(|s| s == "0");
-                if !ok {
-                    tracing::warn!(
-                        status = status.as_u16(),
-                        grpc_status,
-                        spans = count,
-                        "the OTLP collector refused spans"
-                    );
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, spans = count, "OTLP export failed; spans dropped")
-            }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(n: u8) -> FinishedSpan {
+        FinishedSpan {
+            trace_id: [n; 16],
+            span_id: [n; 8],
+            parent_span_id: None,
+            name: "mcp.server",
+            kind: 2,
+            start: 1,
+            end: 2,
+            attributes: Map::new(),
+            error_type: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_batch_waits_for_more_spans_until_full_or_its_time_is_up() {
+        let queue = SpanQueue::default();
+        queue.push(span(1));
+        // One span: the batch waits (BATCH_WAIT) for more rather than going at once.
+        let mut waiting = std::pin::pin!(queue.next_batch());
+        let early = tokio::time::timeout(Duration::from_millis(300), &mut waiting).await;
+        assert!(early.is_err(), "a batch of one went before its time");
+        // Filling the batch ends the wait.
+        for n in 2..=BATCH_SPANS {
+            queue.push(span(n as u8));
+        }
+        let batch = tokio::time::timeout(Duration::from_millis(300), waiting)
+            .await
+            .expect("a full batch goes at once");
+        assert_eq!(batch.len(), BATCH_SPANS);
+        assert_eq!(batch[0].span_id, [1; 8], "spans keep their order");
+
+        // A lone span goes once its time is up.
+        queue.push(span(7));
+        let started = std::time::Instant::now();
+        let batch = tokio::time::timeout(BATCH_WAIT * 10, queue.next_batch())
+            .await
+            .expect("a lone span goes after BATCH_WAIT");
+        assert_eq!(batch.len(), 1);
+        assert!(started.elapsed() >= BATCH_WAIT);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_spans_and_hands_over_the_rest() {
+        let queue = SpanQueue::default();
+        for n in 0..MAX_QUEUED_SPANS + 10 {
+            queue.push(span(n as u8));
+        }
+        let queued = queue.next_batch().await;
+        assert_eq!(queued.len(), MAX_QUEUED_SPANS);
+        assert!(lock(&queue.spans).is_empty());
     }
 }

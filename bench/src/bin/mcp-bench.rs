@@ -17,7 +17,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mcp_gateway_bench::Args;
 use serde_json::Value;
@@ -127,44 +127,45 @@ fn status_mib(pid: u32, field: &str) -> f64 {
         / 1024.0
 }
 
-/// Starts a process and waits for the stderr line `ready` accepts; the rest of stderr goes to `log`,
-/// copied by the returned thread (done once the process has exited).
+/// Starts a process with its stderr written straight to the file `log` and waits for the line of
+/// it that `ready` accepts. No pipe and no thread copying its lines: a copier writing each line of
+/// a gateway's request log would compete for the cores whose use is being measured.
 fn start(
     cmd: &mut Command,
     log: &Path,
     ready: impl Fn(&str) -> Option<String>,
-) -> Result<(Child, String, std::thread::JoinHandle<()>), Error> {
+) -> Result<(Child, String), Error> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(log)?)
         .spawn()?;
     // Never wait forever for a process that will not say it is ready.
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
-    let pid = child.id();
-    std::thread::spawn(move || {
-        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut lines = BufReader::new(std::fs::File::open(log)?);
+    let mut line = String::new();
+    loop {
+        let read = lines.read_line(&mut line)?;
+        if line.ends_with('\n') {
+            if let Some(found) = ready(line.trim_end()) {
+                return Ok((child, found));
+            }
+            line.clear();
+        } else if read == 0 {
+            // At the end of what it wrote so far (a line may be half written).
+            if child.try_wait()?.is_some() {
+                return Err(
+                    format!("exited before it was ready; its log: {}", log.display()).into(),
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("not ready within 30 s; its log: {}", log.display()).into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
-    });
-    let mut lines = BufReader::new(child.stderr.take().ok_or("no stderr")?).lines();
-    let found = loop {
-        let line = lines.next().ok_or("exited before it was ready")??;
-        if let Some(found) = ready(&line) {
-            break found;
-        }
-    };
-    let _ = ready_tx.send(());
-    let mut file = std::fs::File::create(log)?;
-    let copier = std::thread::spawn(move || {
-        use std::io::Write;
-        for line in lines.map_while(Result::ok) {
-            let _ = writeln!(file, "{line}");
-        }
-    });
-    Ok((child, found, copier))
+    }
 }
 
 /// How many of a gateway's log lines are per-request lines (`request completed` or `failed`).
@@ -363,7 +364,7 @@ fn main() -> Result<(), Error> {
     let logs = std::env::temp_dir().join(format!("mcp-bench-{}", std::process::id()));
     std::fs::create_dir_all(&logs)?;
 
-    let (mut echo_http, echo_url, _) = start(
+    let (mut echo_http, echo_url) = start(
         Command::new(&echo).args(["http", "127.0.0.1:0"]),
         &logs.join("echo.log"),
         |l| l.strip_prefix("mcp-echo listening on ").map(str::to_owned),
@@ -441,7 +442,7 @@ fn main() -> Result<(), Error> {
             },
         )
     };
-    let (forwarder, forward_url, _) = start_forwarder(&[], "forward.log")?;
+    let (forwarder, forward_url) = start_forwarder(&[], "forward.log")?;
     // Its request lines go to its log, as the gateway's go to the gateway's; with observability
     // off it writes none, as the gateway writes none.
     let mcp_flags: &[&str] = if observability == "off" {
@@ -449,9 +450,8 @@ fn main() -> Result<(), Error> {
     } else {
         &["--mcp"]
     };
-    let (mcp_forwarder, mcp_forward_url, mcp_forwarder_log) =
-        start_forwarder(mcp_flags, "forward-mcp.log")?;
-    let (gateway, listen, gateway_log) = start_gateway("gateway.log", "gateway.yaml")?;
+    let (mcp_forwarder, mcp_forward_url) = start_forwarder(mcp_flags, "forward-mcp.log")?;
+    let (gateway, listen) = start_gateway("gateway.log", "gateway.yaml")?;
     let echo_stdio = format!("{} stdio", echo.display());
 
     let payloads: &[usize] = if quick { &[64] } else { &[64, 4096] };
@@ -619,7 +619,6 @@ fn main() -> Result<(), Error> {
         );
     }
     stop(gateway);
-    let _ = gateway_log.join();
     println!(
         "gateway request log lines: {}",
         request_log_lines(&logs.join("gateway.log"))
@@ -629,7 +628,6 @@ fn main() -> Result<(), Error> {
         let _ = forwarder.wait();
     }
     // Killed, it loses the lines of its last 10 ms: the count shows the work was done.
-    let _ = mcp_forwarder_log.join();
     println!(
         "MCP forwarder request log lines: {}",
         request_log_lines(&logs.join("forward-mcp.log"))
@@ -641,7 +639,7 @@ fn main() -> Result<(), Error> {
         &[]
     };
     for &(transport, path) in idle_runs {
-        let (gateway, listen, _) = start_gateway("gateway-idle.log", "gateway-idle.yaml")?;
+        let (gateway, listen) = start_gateway("gateway-idle.log", "gateway-idle.yaml")?;
         let scheme = if transport == "ws" { "ws" } else { "http" };
         let url = format!("{scheme}://{listen}/{path}");
         let rss = idle_rss(&load_exe, &url, transport, idle, gateway.id())?;

@@ -144,16 +144,7 @@ impl AddrText {
             len: 0,
         };
         match addr {
-            SocketAddr::V4(v4) => {
-                for (i, octet) in v4.ip().octets().into_iter().enumerate() {
-                    if i > 0 {
-                        text.push(b".");
-                    }
-                    text.push_decimal(u32::from(octet));
-                }
-                text.push(b":");
-                text.push_decimal(u32::from(v4.port()));
-            }
+            SocketAddr::V4(v4) => write_v4(v4, |part| text.push(part)),
             // At most 58 bytes with a scope id: it fits.
             SocketAddr::V6(_) => {
                 let _ = std::fmt::Write::write_fmt(&mut text, format_args!("{addr}"));
@@ -162,8 +153,13 @@ impl AddrText {
         text
     }
 
-    fn push_decimal(&mut self, n: u32) {
-        self.push(itoa::Buffer::new().format(n).as_bytes());
+    /// `addr` as `Display` writes it, appended to `out`: an IPv4 address (the usual client)
+    /// straight into it, without the zeroed buffer on the stack and its copy.
+    pub fn push_to(out: &mut Vec<u8>, addr: SocketAddr) {
+        match addr {
+            SocketAddr::V4(v4) => write_v4(v4, |part| out.extend_from_slice(part)),
+            SocketAddr::V6(_) => out.extend_from_slice(AddrText::of(addr).as_bytes()),
+        }
     }
 
     fn push(&mut self, bytes: &[u8]) {
@@ -181,6 +177,19 @@ impl AddrText {
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
     }
+}
+
+/// An IPv4 address and port as `Display` writes them, a part at a time.
+fn write_v4(v4: std::net::SocketAddrV4, mut put: impl FnMut(&[u8])) {
+    let mut digits = itoa::Buffer::new();
+    for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            put(b".");
+        }
+        put(digits.format(octet).as_bytes());
+    }
+    put(b":");
+    put(digits.format(v4.port()).as_bytes());
 }
 
 impl std::fmt::Write for AddrText {

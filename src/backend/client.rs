@@ -217,8 +217,8 @@ struct Shared {
     transport: BackendTransport,
     timeout: Duration,
     link: watch::Sender<Link>,
-    /// Calls awaiting their answer, by the gateway's own call id.
-    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>, OwnKeys>>,
+    /// Calls awaiting their answer, and the sweep that times them out.
+    pending: Mutex<Pending>,
     next_id: AtomicU64,
     /// Events sent to the session since the last answer was released.
     events_pending: AtomicBool,
@@ -249,7 +249,92 @@ impl Shared {
 
     /// The call waiting for the answer `msg`, taken out of the pending calls.
     fn take_waiter(&self, msg: &Message) -> Option<oneshot::Sender<Reply>> {
-        lock(&self.pending).remove(&msg.id_number()?)
+        lock(&self.pending)
+            .calls
+            .remove(&msg.id_number()?)
+            .map(|c| c.reply)
+    }
+
+    /// Waits for `id`'s answer on `reply`, and starts the sweep if it is not running.
+    fn add_pending(self: &Arc<Self>, id: u64, reply: oneshot::Sender<Reply>) {
+        let start_sweep = {
+            let mut pending = lock(&self.pending);
+            let started = pending.tick;
+            pending.calls.insert(id, PendingCall { reply, started });
+            !std::mem::replace(&mut pending.sweeping, true)
+        };
+        if start_sweep {
+            tokio::spawn(sweep(self.clone()));
+        }
+    }
+
+    fn remove_pending(&self, id: u64) -> bool {
+        lock(&self.pending).calls.remove(&id).is_some()
+    }
+
+    fn timed_out(&self) -> GatewayError {
+        GatewayError::new(
+            ErrorClass::new(ErrorType::Timeout, Component::Backend),
+            format!(
+                "backend {} did not answer within {} s",
+                self.namespace.as_str(),
+                self.timeout.as_secs()
+            ),
+        )
+    }
+}
+
+/// The calls of one backend connection waiting for their answers. Their deadline is kept in
+/// ticks of a sweep rather than in a timer each: a timer's entry in the runtime's wheel, added
+/// and taken out, and the clock reads around it, were about 2% of a call's instructions.
+#[derive(Default)]
+struct Pending {
+    calls: HashMap<u64, PendingCall, OwnKeys>,
+    /// Ticks of the sweep so far: a call times out [`SWEEP_TICKS`] + 1 ticks after the tick it
+    /// started in, so between its timeout and an eighth more (the ticks are a timeout / 8 apart).
+    tick: u64,
+    /// A sweep task is running: it stops at a tick that finds no calls.
+    sweeping: bool,
+}
+
+struct PendingCall {
+    reply: oneshot::Sender<Reply>,
+    started: u64,
+}
+
+/// A timeout's ticks: the sweep's period is the timeout divided by this.
+const SWEEP_TICKS: u32 = 8;
+
+/// Times out the calls of `shared` past their deadline, one tick a timeout / 8, while any wait.
+async fn sweep(shared: Arc<Shared>) {
+    let period = (shared.timeout / SWEEP_TICKS).max(Duration::from_millis(1));
+    loop {
+        // Ticks at least a period apart, however late each wakes: a call never times out early.
+        tokio::time::sleep(period).await;
+        let (expired, stop) = {
+            let mut pending = lock(&shared.pending);
+            pending.tick += 1;
+            let tick = pending.tick;
+            let due: Vec<u64> = (pending.calls.iter())
+                .filter(|(_, call)| call.started + u64::from(SWEEP_TICKS) < tick)
+                .map(|(id, _)| *id)
+                .collect();
+            let expired: Vec<_> = (due.into_iter())
+                .filter_map(|id| Some((id, pending.calls.remove(&id)?)))
+                .collect();
+            let stop = pending.calls.is_empty();
+            pending.sweeping = !stop;
+            (expired, stop)
+        };
+        for (id, call) in expired {
+            let _ = call.reply.send(Err(shared.timed_out()));
+            if let Link::Up(tx) = &*shared.link.borrow() {
+                cancel_at_backend(tx, id);
+            }
+        }
+        if stop {
+            return;
+        }
     }
 }
 
@@ -427,55 +512,38 @@ impl BackendClient {
             lock(&self.shared.handshake).0 = Some(outgoing.detached());
         }
         let (reply_tx, reply_rx) = oneshot::channel();
-        lock(&self.shared.pending).insert(id, reply_tx);
+        self.shared.add_pending(id, reply_tx);
         let mut guard = CancelOnDrop {
             client: self,
             id,
             tx: tx.clone(),
             armed: true,
         };
-        // One deadline for sending and answering: an HTTP backend's POST is the whole call. The
-        // answer may come before the POST ends (an SSE stream left open): then it is enough.
+        // The answer, or the sweep's timeout, may come before the send ends (an HTTP backend's
+        // POST is the whole call; an SSE stream may stay open): then it is enough.
         // Pinned where it is made: the POST's future is large, and moving it costs a copy.
         let mut send = std::pin::pin!(tx.send_call(outgoing));
         tokio::pin!(reply_rx);
-        let exchange = async {
-            tokio::select! {
-                biased;
-                sent = &mut send => match sent {
-                    Ok(()) => Some((&mut reply_rx).await),
-                    Err(_) => None,
-                },
-                reply = &mut reply_rx => Some(reply),
-            }
+        let replied = tokio::select! {
+            biased;
+            sent = &mut send => match sent {
+                Ok(()) => Some((&mut reply_rx).await),
+                Err(_) => None,
+            },
+            reply = &mut reply_rx => Some(reply),
         };
-        let answer = match tokio::time::timeout(self.shared.timeout, exchange).await {
-            Ok(Some(reply)) => Ok(reply),
-            Ok(None) => {
-                guard.armed = false;
-                lock(&self.shared.pending).remove(&id);
-                return Err(unavailable(
-                    format!("backend {} connection lost", self.shared.namespace.as_str()),
-                    false,
-                ));
-            }
-            Err(elapsed) => Err(elapsed),
-        };
-        let answer = match answer {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(unavailable(
+        let answer = match replied {
+            Some(Ok(answer)) => answer,
+            Some(Err(_)) => Err(unavailable(
                 format!("backend {} connection lost", self.shared.namespace.as_str()),
                 true,
             )),
-            Err(_) => {
-                // The guard cancels the call at the backend.
-                return Err(GatewayError::new(
-                    ErrorClass::new(ErrorType::Timeout, Component::Backend),
-                    format!(
-                        "backend {} did not answer within {} s",
-                        self.shared.namespace.as_str(),
-                        self.shared.timeout.as_secs()
-                    ),
+            None => {
+                guard.armed = false;
+                self.shared.remove_pending(id);
+                return Err(unavailable(
+                    format!("backend {} connection lost", self.shared.namespace.as_str()),
+                    false,
                 ));
             }
         };
@@ -550,25 +618,26 @@ struct CancelOnDrop<'a> {
 
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        if lock(&self.client.shared.pending).remove(&self.id).is_some() {
-            let note = format!(
-                r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{},"reason":"the gateway's caller went away or timed out"}}}}"#,
-                self.id
-            );
-            if let Ok(note) = Message::parse(Bytes::from(note)) {
-                let _ = self.tx.try_send(note);
-            }
+        if self.armed && self.client.shared.remove_pending(self.id) {
+            cancel_at_backend(&self.tx, self.id);
         }
     }
 }
 
+/// Tells the backend to stop working on call `id`: its caller went away or timed out.
+fn cancel_at_backend(tx: &PipeTx, id: u64) {
+    let note = format!(
+        r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{id},"reason":"the gateway's caller went away or timed out"}}}}"#
+    );
+    if let Ok(note) = Message::parse(Bytes::from(note)) {
+        let _ = tx.try_send(note);
+    }
+}
+
 fn fail_pending(shared: &Shared, why: &str) {
-    let pending: Vec<_> = lock(&shared.pending).drain().collect();
-    for (_, reply) in pending {
-        let _ = reply.send(Err(unavailable(
+    let pending: Vec<_> = lock(&shared.pending).calls.drain().collect();
+    for (_, call) in pending {
+        let _ = call.reply.send(Err(unavailable(
             format!("backend {} {why}", shared.namespace.as_str()),
             true,
         )));
@@ -801,4 +870,128 @@ async fn supervise(
         shared.link.send_replace(Link::Down(Arc::from("stopped")));
     }
     fail_pending(&shared, "stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// A backend that takes every message, shows it to the test, and answers none.
+    struct Silent {
+        seen: mpsc::UnboundedSender<Message>,
+        /// Held: the connection ends when its inbox goes.
+        inboxes: Mutex<Vec<Inbox>>,
+    }
+
+    impl Connector for Silent {
+        fn connect(&self, inbox: Inbox) -> crate::mcp::BoxFuture<Result<PipeTx, String>> {
+            lock(&self.inboxes).push(inbox);
+            let (tx, mut rx) = mpsc::channel::<Message>(16);
+            let seen = self.seen.clone();
+            tokio::spawn(async move {
+                while let Some(msg) = rx.recv().await {
+                    let _ = seen.send(msg);
+                }
+            });
+            Box::pin(async move { Ok(PipeTx::Queue(tx)) })
+        }
+    }
+
+    fn silent_backend(timeout_secs: u64) -> (BackendClient, mpsc::UnboundedReceiver<Message>) {
+        let yaml = format!(
+            "backends:\n  - {{namespace: s, transport: stdio, command: /bin/true, timeout_secs: {timeout_secs}}}\n"
+        );
+        let config = Config::from_yaml(&yaml).unwrap().backends.remove(0);
+        let (seen, rx) = mpsc::unbounded_channel();
+        let connector = Arc::new(Silent {
+            seen,
+            inboxes: Mutex::default(),
+        });
+        let mut registry = Registry::default();
+        let metrics = BackendMetrics::register(
+            &mut registry,
+            GatewayMetrics::register(&mut Registry::default()),
+        );
+        let client = BackendClient::start(0, &config, connector, Arc::new(|| None), metrics);
+        (client, rx)
+    }
+
+    fn call_request() -> Message {
+        Message::parse(Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t"}}"#,
+        ))
+        .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unanswered_calls_time_out_within_an_eighth_of_their_timeout_and_are_cancelled() {
+        let timeout = Duration::from_secs(8);
+        let (client, mut seen) = silent_backend(timeout.as_secs());
+        let request = call_request();
+        // Calls that start at different points between the sweep's ticks (a second apart).
+        let offsets_ms = [0, 1, 500, 999, 1000, 3300, 7900, 8100, 12_345];
+        let calls = offsets_ms.map(|offset| {
+            let client = client.clone();
+            let request = request.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(offset)).await;
+                let id = client.next_id();
+                let started = tokio::time::Instant::now();
+                let reply = client.call(id, request.with_id_number(id), &request).await;
+                (id, started.elapsed(), reply)
+            })
+        });
+        let mut timed_out = Vec::new();
+        for call in calls {
+            let (id, waited, reply) = call.await.unwrap();
+            let error = reply.expect_err("nobody answers");
+            assert_eq!(error.class().error_type, ErrorType::Timeout, "{error}");
+            assert!(
+                waited >= timeout && waited <= timeout + timeout / SWEEP_TICKS,
+                "call {id} timed out after {waited:?}"
+            );
+            timed_out.push(id);
+        }
+        // Each call reached the backend, and then its cancellation.
+        let mut cancelled = Vec::new();
+        while let Ok(msg) = seen.try_recv() {
+            if msg.method_name() == Some("notifications/cancelled") {
+                cancelled.push(msg.param_raw("requestId").unwrap().parse::<u64>().unwrap());
+            }
+        }
+        cancelled.sort_unstable();
+        timed_out.sort_unstable();
+        assert_eq!(cancelled, timed_out);
+        // With nothing left to time out, the sweep stops at its next tick.
+        tokio::time::sleep(timeout).await;
+        assert!(!lock(&client.shared.pending).sweeping);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answered_call_is_not_timed_out_and_the_sweep_restarts_for_the_next() {
+        let (client, mut seen) = silent_backend(1);
+        let request = call_request();
+        let answer = |id: u64| {
+            let raw = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#);
+            Message::parse(Bytes::from(raw)).unwrap()
+        };
+        for round in 0..2 {
+            let id = client.next_id();
+            let call = client.call(id, request.with_id_number(id), &request);
+            let answering = async {
+                let sent = seen.recv().await.unwrap();
+                assert_eq!(sent.id_number(), Some(id));
+                tokio::time::sleep(Duration::from_millis(900)).await;
+                let waiter = client.shared.take_waiter(&answer(id)).unwrap();
+                waiter.send(Ok(answer(id))).unwrap();
+            };
+            let (reply, ()) = tokio::join!(call, answering);
+            assert!(reply.is_ok(), "round {round}: {reply:?}");
+            // Idle for a while: the sweep stops, and the next call must start it again.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            assert!(!lock(&client.shared.pending).sweeping, "round {round}");
+        }
+        assert!(seen.try_recv().is_err(), "no cancellation was sent");
+    }
 }

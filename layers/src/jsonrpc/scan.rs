@@ -204,6 +204,8 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string from its opening quote; whether it had escapes.
+    // Inlined: a message's strings are a dozen short keys, and a call each cost more than its scan.
+    #[inline(always)]
     fn string(&mut self) -> Option<bool> {
         self.at += 1;
         let mut escaped = false;

@@ -308,6 +308,7 @@ const SWEEP_TICKS: u32 = 8;
 /// Times out the calls of `shared` past their deadline, one tick a timeout / 8, while any wait.
 async fn sweep(shared: Arc<Shared>) {
     let period = (shared.timeout / SWEEP_TICKS).max(Duration::from_millis(1));
+    let mut unfinished = SweepUnfinished(Some(&shared));
     loop {
         // Ticks at least a period apart, however late each wakes: a call never times out early.
         tokio::time::sleep(period).await;
@@ -333,7 +334,21 @@ async fn sweep(shared: Arc<Shared>) {
             }
         }
         if stop {
+            unfinished.0 = None;
             return;
+        }
+    }
+}
+
+/// Dropped with its sweep unfinished (the runtime it ran on shut down): the next call starts
+/// another, or calls would never time out. Only then: a sweep that stopped itself may already
+/// have a successor, and two would tick twice as fast.
+struct SweepUnfinished<'a>(Option<&'a Shared>);
+
+impl Drop for SweepUnfinished<'_> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0 {
+            lock(&shared.pending).sweeping = false;
         }
     }
 }
@@ -966,6 +981,42 @@ mod tests {
         // With nothing left to time out, the sweep stops at its next tick.
         tokio::time::sleep(timeout).await;
         assert!(!lock(&client.shared.pending).sweeping);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sweep_whose_runtime_shut_down_is_replaced_by_the_next_call() {
+        let (client, mut seen) = silent_backend(1);
+        let request = call_request();
+        // A call on another runtime starts the sweep there; that runtime then shuts down.
+        let other = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let (sent_tx, sent_rx) = oneshot::channel::<()>();
+        let thread = {
+            let (client, request) = (client.clone(), request.clone());
+            std::thread::spawn(move || {
+                other.spawn(async move {
+                    let id = client.next_id();
+                    let _ = client.call(id, request.with_id_number(id), &request).await;
+                });
+                let _ = other.block_on(sent_rx);
+                drop(other);
+            })
+        };
+        assert_eq!(seen.recv().await.unwrap().method_name(), Some("tools/call"));
+        assert!(lock(&client.shared.pending).sweeping);
+        sent_tx.send(()).unwrap();
+        thread.join().unwrap();
+        assert!(!lock(&client.shared.pending).sweeping);
+        // A call here starts a sweep of its own, which times it out.
+        let id = client.next_id();
+        let bounded = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.call(id, request.with_id_number(id), &request),
+        );
+        let reply = bounded.await.expect("the call timed out by the sweep");
+        assert_eq!(reply.unwrap_err().class().error_type, ErrorType::Timeout);
     }
 
     #[tokio::test(start_paused = true)]

@@ -255,16 +255,17 @@ impl Shared {
             .map(|c| c.reply)
     }
 
-    /// Waits for `id`'s answer on `reply`, and starts the sweep if it is not running.
+    /// Waits for `id`'s answer on `reply`, until the timeout; the sweeper is told of a client
+    /// with calls waiting when its first one starts.
     fn add_pending(self: &Arc<Self>, id: u64, reply: oneshot::Sender<Reply>) {
-        let start_sweep = {
+        let deadline = Instant::now() + self.timeout;
+        let register = {
             let mut pending = lock(&self.pending);
-            let started = pending.tick;
-            pending.calls.insert(id, PendingCall { reply, started });
-            !std::mem::replace(&mut pending.sweeping, true)
+            pending.calls.insert(id, PendingCall { reply, deadline });
+            !std::mem::replace(&mut pending.swept, true)
         };
-        if start_sweep {
-            tokio::spawn(sweep(self.clone()));
+        if register {
+            Sweeper::get().watch(Arc::downgrade(self));
         }
     }
 
@@ -282,73 +283,106 @@ impl Shared {
             ),
         )
     }
+
+    /// Answers the calls past their deadline with a timeout; whether calls still wait.
+    fn expire(&self, now: Instant) -> bool {
+        let (expired, waiting) = {
+            let mut pending = lock(&self.pending);
+            let due: Vec<u64> = (pending.calls.iter())
+                .filter(|(_, call)| call.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            let expired: Vec<_> = (due.into_iter())
+                .filter_map(|id| pending.calls.remove(&id))
+                .collect();
+            let waiting = !pending.calls.is_empty();
+            pending.swept = waiting;
+            (expired, waiting)
+        };
+        for call in expired {
+            // The call tells the backend to stop: it holds the connection the call went out on.
+            let _ = call.reply.send(Err(self.timed_out()));
+        }
+        waiting
+    }
 }
 
-/// The calls of one backend connection waiting for their answers. Their deadline is kept in
-/// ticks of a sweep rather than in a timer each: a timer's entry in the runtime's wheel, added
-/// and taken out, and the clock reads around it, were about 2% of a call's instructions.
+/// The calls of one backend connection waiting for their answers. Their deadlines are checked by
+/// one sweeper thread for the process rather than by a timer each: a timer's entry in the
+/// runtime's wheel, added and taken out, and the clock reads around it, were about 2% of a
+/// call's instructions.
 #[derive(Default)]
 struct Pending {
     calls: HashMap<u64, PendingCall, OwnKeys>,
-    /// Ticks of the sweep so far: a call times out [`SWEEP_TICKS`] + 1 ticks after the tick it
-    /// started in, so between its timeout and an eighth more (the ticks are a timeout / 8 apart).
-    tick: u64,
-    /// A sweep task is running: it stops at a tick that finds no calls.
-    sweeping: bool,
+    /// The sweeper watches this client: from its first waiting call to a sweep that finds none.
+    swept: bool,
 }
 
 struct PendingCall {
     reply: oneshot::Sender<Reply>,
-    started: u64,
+    deadline: Instant,
 }
 
-/// A timeout's ticks: the sweep's period is the timeout divided by this.
-const SWEEP_TICKS: u32 = 8;
+/// How often the sweeper looks: a call times out at most this long after its deadline.
+const SWEEP_PERIOD: Duration = Duration::from_millis(100);
 
-/// Times out the calls of `shared` past their deadline, one tick a timeout / 8, while any wait.
-async fn sweep(shared: Arc<Shared>) {
-    let period = (shared.timeout / SWEEP_TICKS).max(Duration::from_millis(1));
-    let mut unfinished = SweepUnfinished(Some(&shared));
-    loop {
-        // Ticks at least a period apart, however late each wakes: a call never times out early.
-        tokio::time::sleep(period).await;
-        let (expired, stop) = {
-            let mut pending = lock(&shared.pending);
-            pending.tick += 1;
-            let tick = pending.tick;
-            let due: Vec<u64> = (pending.calls.iter())
-                .filter(|(_, call)| call.started + u64::from(SWEEP_TICKS) < tick)
-                .map(|(id, _)| *id)
-                .collect();
-            let expired: Vec<_> = (due.into_iter())
-                .filter_map(|id| Some((id, pending.calls.remove(&id)?)))
-                .collect();
-            let stop = pending.calls.is_empty();
-            pending.sweeping = !stop;
-            (expired, stop)
-        };
-        for (id, call) in expired {
-            let _ = call.reply.send(Err(shared.timed_out()));
-            if let Link::Up(tx) = &*shared.link.borrow() {
-                cancel_at_backend(tx, id);
+/// Times out calls past their deadline, every [`SWEEP_PERIOD`] while any client has calls
+/// waiting. One thread for the process, started on first use: a task per client would be held
+/// by each of 10,000 idle sessions for a while after its `initialize`, and a task is bound to
+/// the runtime that spawned it, which may shut down first.
+struct Sweeper {
+    watched: Mutex<Watched>,
+    wake: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Watched {
+    clients: Vec<std::sync::Weak<Shared>>,
+    /// The sweeper waits for a client: the next one to come must wake it.
+    waiting: bool,
+}
+
+impl Sweeper {
+    fn get() -> &'static Sweeper {
+        static SWEEPER: std::sync::OnceLock<Sweeper> = std::sync::OnceLock::new();
+        SWEEPER.get_or_init(|| {
+            let started = std::thread::Builder::new()
+                .name("call-deadlines".to_owned())
+                .spawn(|| Sweeper::get().run());
+            if let Err(e) = started {
+                tracing::error!(error = %e, "cannot start the thread that times calls out");
             }
-        }
-        if stop {
-            unfinished.0 = None;
-            return;
+            Sweeper {
+                watched: Mutex::default(),
+                wake: std::sync::Condvar::new(),
+            }
+        })
+    }
+
+    fn watch(&self, client: std::sync::Weak<Shared>) {
+        let mut watched = lock(&self.watched);
+        watched.clients.push(client);
+        if std::mem::take(&mut watched.waiting) {
+            self.wake.notify_one();
         }
     }
-}
 
-/// Dropped with its sweep unfinished (the runtime it ran on shut down): the next call starts
-/// another, or calls would never time out. Only then: a sweep that stopped itself may already
-/// have a successor, and two would tick twice as fast.
-struct SweepUnfinished<'a>(Option<&'a Shared>);
-
-impl Drop for SweepUnfinished<'_> {
-    fn drop(&mut self) {
-        if let Some(shared) = self.0 {
-            lock(&shared.pending).sweeping = false;
+    fn run(&self) {
+        loop {
+            let clients = {
+                let mut watched = lock(&self.watched);
+                while watched.clients.is_empty() {
+                    watched.waiting = true;
+                    watched = (self.wake.wait(watched)).unwrap_or_else(|e| e.into_inner());
+                }
+                std::mem::take(&mut watched.clients)
+            };
+            let now = Instant::now();
+            let still: Vec<_> = (clients.into_iter())
+                .filter(|client| client.upgrade().is_some_and(|c| c.expire(now)))
+                .collect();
+            lock(&self.watched).clients.extend(still);
+            std::thread::sleep(SWEEP_PERIOD);
         }
     }
 }
@@ -534,7 +568,7 @@ impl BackendClient {
             tx: tx.clone(),
             armed: true,
         };
-        // The answer, or the sweep's timeout, may come before the send ends (an HTTP backend's
+        // The answer, or the sweeper's timeout, may come before the send ends (an HTTP backend's
         // POST is the whole call; an SSE stream may stay open): then it is enough.
         // Pinned where it is made: the POST's future is large, and moving it costs a copy.
         let mut send = std::pin::pin!(tx.send_call(outgoing));
@@ -548,6 +582,12 @@ impl BackendClient {
             reply = &mut reply_rx => Some(reply),
         };
         let answer = match replied {
+            Some(Ok(Err(e))) if e.class().error_type == ErrorType::Timeout => {
+                // The sweeper's: the backend is told to stop working on it.
+                guard.armed = false;
+                cancel_at_backend(&tx, id);
+                return Err(e);
+            }
             Some(Ok(answer)) => answer,
             Some(Err(_)) => Err(unavailable(
                 format!("backend {} connection lost", self.shared.namespace.as_str()),
@@ -939,20 +979,24 @@ mod tests {
         .unwrap()
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn unanswered_calls_time_out_within_an_eighth_of_their_timeout_and_are_cancelled() {
-        let timeout = Duration::from_secs(8);
+    /// The latest a call may time out in these tests: its deadline, the sweeper's period, and
+    /// room for a loaded machine.
+    const LATE: Duration = Duration::from_millis(100 + 400);
+
+    #[tokio::test]
+    async fn unanswered_calls_time_out_at_their_deadline_and_are_cancelled() {
+        let timeout = Duration::from_secs(1);
         let (client, mut seen) = silent_backend(timeout.as_secs());
         let request = call_request();
-        // Calls that start at different points between the sweep's ticks (a second apart).
-        let offsets_ms = [0, 1, 500, 999, 1000, 3300, 7900, 8100, 12_345];
+        // Calls that start at different points between the sweeper's looks.
+        let offsets_ms = [0, 1, 37, 99, 150, 420];
         let calls = offsets_ms.map(|offset| {
             let client = client.clone();
             let request = request.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(offset)).await;
                 let id = client.next_id();
-                let started = tokio::time::Instant::now();
+                let started = Instant::now();
                 let reply = client.call(id, request.with_id_number(id), &request).await;
                 (id, started.elapsed(), reply)
             })
@@ -963,7 +1007,7 @@ mod tests {
             let error = reply.expect_err("nobody answers");
             assert_eq!(error.class().error_type, ErrorType::Timeout, "{error}");
             assert!(
-                waited >= timeout && waited <= timeout + timeout / SWEEP_TICKS,
+                waited >= timeout && waited <= timeout + LATE,
                 "call {id} timed out after {waited:?}"
             );
             timed_out.push(id);
@@ -978,50 +1022,15 @@ mod tests {
         cancelled.sort_unstable();
         timed_out.sort_unstable();
         assert_eq!(cancelled, timed_out);
-        // With nothing left to time out, the sweep stops at its next tick.
-        tokio::time::sleep(timeout).await;
-        assert!(!lock(&client.shared.pending).sweeping);
+        // With nothing left to time out, the sweeper lets the client go at its next look.
+        tokio::time::sleep(LATE).await;
+        assert!(!lock(&client.shared.pending).swept);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_sweep_whose_runtime_shut_down_is_replaced_by_the_next_call() {
-        let (client, mut seen) = silent_backend(1);
-        let request = call_request();
-        // A call on another runtime starts the sweep there; that runtime then shuts down.
-        let other = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        let (sent_tx, sent_rx) = oneshot::channel::<()>();
-        let thread = {
-            let (client, request) = (client.clone(), request.clone());
-            std::thread::spawn(move || {
-                other.spawn(async move {
-                    let id = client.next_id();
-                    let _ = client.call(id, request.with_id_number(id), &request).await;
-                });
-                let _ = other.block_on(sent_rx);
-                drop(other);
-            })
-        };
-        assert_eq!(seen.recv().await.unwrap().method_name(), Some("tools/call"));
-        assert!(lock(&client.shared.pending).sweeping);
-        sent_tx.send(()).unwrap();
-        thread.join().unwrap();
-        assert!(!lock(&client.shared.pending).sweeping);
-        // A call here starts a sweep of its own, which times it out.
-        let id = client.next_id();
-        let bounded = tokio::time::timeout(
-            Duration::from_secs(10),
-            client.call(id, request.with_id_number(id), &request),
-        );
-        let reply = bounded.await.expect("the call timed out by the sweep");
-        assert_eq!(reply.unwrap_err().class().error_type, ErrorType::Timeout);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_answered_call_is_not_timed_out_and_the_sweep_restarts_for_the_next() {
-        let (client, mut seen) = silent_backend(1);
+    #[tokio::test]
+    async fn an_answered_call_is_not_timed_out_and_the_next_is_watched_again() {
+        let timeout = Duration::from_secs(1);
+        let (client, mut seen) = silent_backend(timeout.as_secs());
         let request = call_request();
         let answer = |id: u64| {
             let raw = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#);
@@ -1033,15 +1042,15 @@ mod tests {
             let answering = async {
                 let sent = seen.recv().await.unwrap();
                 assert_eq!(sent.id_number(), Some(id));
-                tokio::time::sleep(Duration::from_millis(900)).await;
+                assert!(lock(&client.shared.pending).swept, "round {round}");
+                tokio::time::sleep(timeout - Duration::from_millis(300)).await;
                 let waiter = client.shared.take_waiter(&answer(id)).unwrap();
                 waiter.send(Ok(answer(id))).unwrap();
             };
             let (reply, ()) = tokio::join!(call, answering);
             assert!(reply.is_ok(), "round {round}: {reply:?}");
-            // Idle for a while: the sweep stops, and the next call must start it again.
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            assert!(!lock(&client.shared.pending).sweeping, "round {round}");
+            tokio::time::sleep(LATE).await;
+            assert!(!lock(&client.shared.pending).swept, "round {round}");
         }
         assert!(seen.try_recv().is_err(), "no cancellation was sent");
     }

@@ -217,7 +217,7 @@ struct Shared {
     transport: BackendTransport,
     timeout: Duration,
     link: watch::Sender<Link>,
-    /// Calls awaiting their answer, and the sweep that times them out.
+    /// Calls awaiting their answer, with their deadlines.
     pending: Mutex<Pending>,
     next_id: AtomicU64,
     /// Events sent to the session since the last answer was released.
@@ -566,20 +566,20 @@ impl BackendClient {
             client: self,
             id,
             tx: tx.clone(),
+            reply: reply_rx,
             armed: true,
         };
         // The answer, or the sweeper's timeout, may come before the send ends (an HTTP backend's
         // POST is the whole call; an SSE stream may stay open): then it is enough.
         // Pinned where it is made: the POST's future is large, and moving it costs a copy.
         let mut send = std::pin::pin!(tx.send_call(outgoing));
-        tokio::pin!(reply_rx);
         let replied = tokio::select! {
             biased;
             sent = &mut send => match sent {
-                Ok(()) => Some((&mut reply_rx).await),
+                Ok(()) => Some((&mut guard.reply).await),
                 Err(_) => None,
             },
-            reply = &mut reply_rx => Some(reply),
+            reply = &mut guard.reply => Some(reply),
         };
         let answer = match replied {
             Some(Ok(Err(e))) if e.class().error_type == ErrorType::Timeout => {
@@ -668,12 +668,19 @@ struct CancelOnDrop<'a> {
     client: &'a BackendClient,
     id: u64,
     tx: PipeTx,
+    /// Where the answer, or the sweeper's timeout, comes.
+    reply: oneshot::Receiver<Reply>,
     armed: bool,
 }
 
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
-        if self.armed && self.client.shared.remove_pending(self.id) {
+        if !self.armed {
+            return;
+        }
+        // Still waiting, or timed out by the sweeper with no one left to read it.
+        let timed_out = matches!(&self.reply.try_recv(), Ok(Err(e)) if e.class().error_type == ErrorType::Timeout);
+        if self.client.shared.remove_pending(self.id) || timed_out {
             cancel_at_backend(&self.tx, self.id);
         }
     }
@@ -1053,5 +1060,30 @@ mod tests {
             assert!(!lock(&client.shared.pending).swept, "round {round}");
         }
         assert!(seen.try_recv().is_err(), "no cancellation was sent");
+    }
+
+    #[tokio::test]
+    async fn a_call_dropped_with_its_timeout_unread_still_cancels_at_the_backend() {
+        let (client, mut seen) = silent_backend(1);
+        let request = call_request();
+        let id = client.next_id();
+        {
+            let mut call = std::pin::pin!(client.call(id, request.with_id_number(id), &request));
+            let sent = tokio::select! {
+                _ = &mut call => panic!("nobody answers"),
+                sent = seen.recv() => sent.unwrap(),
+            };
+            assert_eq!(sent.id_number(), Some(id));
+            // Left unpolled past its deadline: the sweeper's timeout waits unread.
+            tokio::time::sleep(Duration::from_secs(1) + LATE).await;
+            assert!(
+                lock(&client.shared.pending).calls.is_empty(),
+                "the sweeper took it"
+            );
+        }
+        let cancel = tokio::time::timeout(LATE, seen.recv()).await;
+        let cancel = cancel.expect("a cancellation").unwrap();
+        assert_eq!(cancel.method_name(), Some("notifications/cancelled"));
+        assert_eq!(cancel.param_raw("requestId"), Some(id.to_string().as_str()));
     }
 }

@@ -273,6 +273,7 @@ impl Shared {
         lock(&self.pending).calls.remove(&id).is_some()
     }
 
+    /// The sweeper's answer to a call past its deadline ([`is_timeout`] tells it apart).
     fn timed_out(&self) -> GatewayError {
         GatewayError::new(
             ErrorClass::new(ErrorType::Timeout, Component::Backend),
@@ -305,6 +306,12 @@ impl Shared {
         }
         waiting
     }
+}
+
+/// Whether a pending call's error is the sweeper's timeout: nothing else answers one with a
+/// timeout (a lost connection answers `unavailable`).
+fn is_timeout(e: &GatewayError) -> bool {
+    e.class().error_type == ErrorType::Timeout
 }
 
 /// The calls of one backend connection waiting for their answers. Their deadlines are checked by
@@ -582,7 +589,7 @@ impl BackendClient {
             reply = &mut guard.reply => Some(reply),
         };
         let answer = match replied {
-            Some(Ok(Err(e))) if e.class().error_type == ErrorType::Timeout => {
+            Some(Ok(Err(e))) if is_timeout(&e) => {
                 // The sweeper's: the backend is told to stop working on it.
                 guard.armed = false;
                 cancel_at_backend(&tx, id);
@@ -679,7 +686,7 @@ impl Drop for CancelOnDrop<'_> {
             return;
         }
         // Still waiting, or timed out by the sweeper with no one left to read it.
-        let timed_out = matches!(&self.reply.try_recv(), Ok(Err(e)) if e.class().error_type == ErrorType::Timeout);
+        let timed_out = matches!(&self.reply.try_recv(), Ok(Err(e)) if is_timeout(e));
         if self.client.shared.remove_pending(self.id) || timed_out {
             cancel_at_backend(&self.tx, self.id);
         }

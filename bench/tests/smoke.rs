@@ -60,6 +60,8 @@ fn the_harness_runs_every_scenario_both_ways() {
     for r in &results {
         assert_eq!(r["result"]["errors"], 0, "{r}");
         assert!(r["result"]["requests"].as_u64().unwrap() > 0, "{r}");
+        let steal = r["result"]["host_steal_percent"].as_f64();
+        assert!(steal.is_some_and(|s| (0.0..=100.0).contains(&s)), "{r}");
         if r["via"] != "direct" {
             assert!(r["backend_cpu_per_1k"].as_f64().is_some(), "{r}");
             assert!(r["backend_system_cpu_per_1k"].as_f64().is_some(), "{r}");
@@ -73,8 +75,8 @@ fn the_harness_runs_every_scenario_both_ways() {
         }
     }
     // The HTTP echo is a process of its own: its CPU is measured, and the ratios to it printed:
-    // the gateway's (the fourth column from the end), the bare forwarder's and the MCP
-    // forwarder's (the last two).
+    // the gateway's (the fifth column from the end), the bare forwarder's and the MCP
+    // forwarder's (the two before the last). The last is the host's steal in the row's runs.
     let http_row = table
         .lines()
         .find(|l| l.starts_with("| Streamable HTTP → HTTP backend |"))
@@ -93,11 +95,17 @@ fn the_harness_runs_every_scenario_both_ways() {
             .strip_suffix('×')
             .is_some_and(|r| r.parse::<f64>().is_ok_and(|r| r > 0.0))
     };
-    let last_four: Vec<&str> = http_row
-        .trim_end_matches(" |")
-        .rsplit(" | ")
-        .take(4)
-        .collect();
+    let mut from_the_end = http_row.trim_end_matches(" |").rsplit(" | ");
+    let steal_cell = from_the_end.next().unwrap();
+    let steals: Vec<&str> = steal_cell.split(" / ").collect();
+    assert!(
+        steals.len() == 2
+            && steals
+                .iter()
+                .all(|s| s.parse::<u32>().is_ok_and(|s| s <= 100)),
+        "{http_row}"
+    );
+    let last_four: Vec<&str> = from_the_end.take(4).collect();
     assert!(
         ratio(last_four[0]) && ratio(last_four[1]) && ratio(last_four[3]),
         "{http_row}"
@@ -121,7 +129,7 @@ fn the_harness_runs_every_scenario_both_ways() {
         .lines()
         .find(|l| l.starts_with("| Streamable HTTP → stdio backend |"))
         .unwrap();
-    assert!(stdio_row.ends_with("| — | — |"), "{stdio_row}");
+    assert!(stdio_row.contains("| — | — | "), "{stdio_row}");
     assert!(table.contains("gateway peak RSS:"), "{table}");
     // Observability on: sampled spans reached the local OTLP receiver, every request wrote its
     // log line, and so did the MCP forwarder's calls.

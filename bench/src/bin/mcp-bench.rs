@@ -116,6 +116,30 @@ fn children_cpu(parent: u32) -> Cpu {
         .fold(reaped, std::ops::Add::add)
 }
 
+/// The machine's CPU ticks from the first line of `/proc/stat`: (stolen, all). Stolen ticks are
+/// those the hypervisor gave to another guest while this one's CPUs had work: a run with many
+/// of them measured the host as much as the processes (docs/PERFORMANCE.md).
+fn steal_and_all_ticks(proc_stat: &str) -> Option<(u64, u64)> {
+    let fields: Vec<u64> = proc_stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is inside user already).
+    let counted = fields.get(..8)?;
+    Some((counted[7], counted.iter().sum()))
+}
+
+fn machine_ticks() -> (u64, u64) {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .as_deref()
+        .and_then(steal_and_all_ticks)
+        .unwrap_or_default()
+}
+
 /// A memory size from `/proc/{pid}/status` in MiB: `VmHWM` (peak resident) or `VmRSS` (now).
 fn status_mib(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -280,7 +304,14 @@ struct Run<'a> {
     command: Option<&'a str>,
 }
 
+fn steal_percent(result: &Value) -> f64 {
+    result["host_steal_percent"].as_f64().unwrap_or(0.0)
+}
+
+/// One `mcp-load` run: its JSON line, with the share of the machine's CPU time the host stole
+/// during it (`host_steal_percent`).
 fn load(run: &Run<'_>) -> Result<Value, Error> {
+    let (steal_before, all_before) = machine_ticks();
     let out = Command::new(run.load)
         .args([
             "--url",
@@ -307,7 +338,12 @@ fn load(run: &Run<'_>) -> Result<Value, Error> {
     if !out.status.success() {
         return Err(format!("mcp-load failed: {}", String::from_utf8_lossy(&out.stderr)).into());
     }
-    Ok(serde_json::from_slice(&out.stdout)?)
+    let (steal_after, all_after) = machine_ticks();
+    let mut result: Value = serde_json::from_slice(&out.stdout)?;
+    let all = all_after.saturating_sub(all_before).max(1);
+    result["host_steal_percent"] =
+        (steal_after.saturating_sub(steal_before) as f64 * 100.0 / all as f64).into();
+    Ok(result)
 }
 
 const USAGE: &str =
@@ -488,9 +524,9 @@ fn main() -> Result<(), Error> {
         ),
     ];
     println!(
-        "| scenario | payload | concurrency | direct req/s | gateway req/s | ratio | gateway p50 / p99 µs | gateway CPU s per 1k | backend CPU s per 1k | CPU gateway / backend | system CPU gateway / backend | CPU bare forwarder / backend | CPU MCP forwarder / backend |"
+        "| scenario | payload | concurrency | direct req/s | gateway req/s | ratio | gateway p50 / p99 µs | gateway CPU s per 1k | backend CPU s per 1k | CPU gateway / backend | system CPU gateway / backend | CPU bare forwarder / backend | CPU MCP forwarder / backend | host steal %, most in a run: direct / gateway |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let chosen = scenarios
         .iter()
         .zip(keys)
@@ -500,6 +536,7 @@ fn main() -> Result<(), Error> {
         for &payload in payloads {
             for &concurrency in concurrencies {
                 let mut direct_rps = Vec::new();
+                let mut direct_steal = Vec::new();
                 let mut gateway_runs = Vec::new();
                 let mut floor_ratios = Vec::new();
                 let mut mcp_floor_ratios = Vec::new();
@@ -520,6 +557,7 @@ fn main() -> Result<(), Error> {
                         serde_json::json!({"scenario": name, "via": "direct", "result": result})
                     );
                     direct_rps.push(result["rps"].as_f64().unwrap_or(0.0));
+                    direct_steal.push(steal_percent(&result));
                     let echo_pid = echo_http.id();
                     let backend_cpu = || {
                         if *direct == "http" {
@@ -598,8 +636,14 @@ fn main() -> Result<(), Error> {
                 };
                 let (floor_cell, mcp_floor_cell) =
                     (floor_cell(floor_ratios), floor_cell(mcp_floor_ratios));
+                let most = |v: &mut dyn Iterator<Item = f64>| v.fold(0.0, f64::max);
+                let steal_cell = format!(
+                    "{:.0} / {:.0}",
+                    most(&mut direct_steal.into_iter()),
+                    most(&mut gateway_runs.iter().map(|(r, _, _)| steal_percent(r)))
+                );
                 println!(
-                    "| {name} | {payload} B | {concurrency} | {direct_cell} | {gateway_rps:.0} | {ratio} | {} / {} | {:.3} | {:.3} | {cpu_cell} | {system_cell} | {floor_cell} | {mcp_floor_cell} |",
+                    "| {name} | {payload} B | {concurrency} | {direct_cell} | {gateway_rps:.0} | {ratio} | {} / {} | {:.3} | {:.3} | {cpu_cell} | {system_cell} | {floor_cell} | {mcp_floor_cell} | {steal_cell} |",
                     middle.0["p50_us"],
                     middle.0["p99_us"],
                     middle.1.total(),
@@ -651,4 +695,19 @@ fn main() -> Result<(), Error> {
     let _ = std::fs::remove_dir_all(&logs);
     std::thread::sleep(Duration::from_millis(10));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::steal_and_all_ticks;
+
+    #[test]
+    fn steal_is_the_eighth_count_of_the_machine_line() {
+        let stat =
+            "cpu  1711359 0 504697 1676945 11984 0 121768 137247 5 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        let all = 1711359 + 504697 + 1676945 + 11984 + 121768 + 137247;
+        assert_eq!(steal_and_all_ticks(stat), Some((137247, all)));
+        assert_eq!(steal_and_all_ticks("cpu0 1 2 3 4 5 6 7 8\n"), None);
+        assert_eq!(steal_and_all_ticks("cpu  1 2 3\n"), None);
+    }
 }

@@ -37,6 +37,27 @@ use crate::telemetry::Telemetry;
 pub(crate) type MessageStack =
     Trace<Metrics<ErrorResponse<InFlightLimit<Retry<RetryPolicy, Classify<session::Router>>>>>>;
 
+/// Calls the service `kept` holds, without a clone of it when it is ready at once (a stack of
+/// this crate's layers always is). A clone of a layered stack takes and later gives back a
+/// reference to each layer's shared parts (metrics, limits, the retry budget, the session): a
+/// dozen atomic operations a call, each a full barrier (docs/PERFORMANCE.md). A service that is
+/// not ready, or failed, is cloned and driven as `oneshot` drives it.
+pub(crate) fn call_kept<S, R>(
+    kept: &std::sync::Mutex<S>,
+    req: R,
+) -> futures_util::future::Either<S::Future, tower::util::Oneshot<S, R>>
+where
+    S: tower::Service<R> + Clone,
+{
+    use std::task::{Context, Poll, Waker};
+    use tower::ServiceExt;
+    let mut service = crate::lock(kept);
+    match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Ok(())) => futures_util::future::Either::Left(service.call(req)),
+        _ => futures_util::future::Either::Right(service.clone().oneshot(req)),
+    }
+}
+
 /// The proxy: opens a [`ProxySession`] per client.
 #[derive(Clone)]
 pub struct Gateway {
@@ -148,5 +169,74 @@ impl McpHandler for Gateway {
         for shared in self.inner.shared.iter().filter_map(|s| s.get()) {
             shared.client.stop();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll};
+
+    use super::call_kept;
+
+    /// Counts its clones; not ready on its first `poll_ready` when `late`, as each clone is.
+    struct Counted<'a> {
+        clones: &'a AtomicUsize,
+        late: bool,
+    }
+
+    impl Clone for Counted<'_> {
+        fn clone(&self) -> Self {
+            self.clones.fetch_add(1, Ordering::SeqCst);
+            Counted {
+                clones: self.clones,
+                late: true,
+            }
+        }
+    }
+
+    impl tower::Service<u32> for Counted<'_> {
+        type Response = u32;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<u32, Self::Error>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            if self.late {
+                self.late = false;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: u32) -> Self::Future {
+            std::future::ready(Ok(req + 1))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_ready_service_is_called_where_it_is_kept() {
+        let clones = AtomicUsize::new(0);
+        let kept = Mutex::new(Counted {
+            clones: &clones,
+            late: false,
+        });
+        for i in 0..3 {
+            assert_eq!(call_kept(&kept, i).await, Ok(i + 1));
+        }
+        assert_eq!(clones.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_service_not_ready_at_once_is_cloned_and_waited_for() {
+        let clones = AtomicUsize::new(0);
+        let kept = Mutex::new(Counted {
+            clones: &clones,
+            late: true,
+        });
+        // The clone is not ready at its first poll either: the call waits for it.
+        assert_eq!(call_kept(&kept, 7).await, Ok(8));
+        assert_eq!(clones.load(Ordering::SeqCst), 1);
     }
 }

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tower::{Service, ServiceExt};
+use tower::Service;
 
 use super::names::{Names, decode_cursor, encode_cursor};
 use super::{GatewayInner, MessageStack};
@@ -96,7 +96,8 @@ struct State {
 pub struct ProxySession {
     gateway: Arc<GatewayInner>,
     outbox: Outbox,
-    stack: MessageStack,
+    /// Called where it is kept, not cloned for each call (`call_kept`).
+    stack: Mutex<MessageStack>,
     state: Mutex<State>,
     events: Mutex<Events>,
     this: Weak<ProxySession>,
@@ -257,9 +258,9 @@ impl ProxySession {
     ) -> Arc<ProxySession> {
         let counted = gateway.telemetry.session_opened(transport);
         Arc::new_cyclic(|weak: &Weak<ProxySession>| ProxySession {
-            stack: gateway.stack(Router {
+            stack: Mutex::new(gateway.stack(Router {
                 session: weak.clone(),
-            }),
+            })),
             gateway: gateway.clone(),
             outbox,
             state: Mutex::default(),
@@ -1052,9 +1053,8 @@ impl Session for ProxySession {
                 let id = req.message.id_bytes();
                 // The stack's own future, made in its box: a block awaiting it would be copied
                 // whole first.
-                let stack = self.stack.clone();
                 crate::mcp::box_made(move || {
-                    stack.oneshot(req).map(move |answered| {
+                    super::call_kept(&self.stack, req).map(move |answered| {
                         Some(match answered {
                             Ok(resp) => resp.message,
                             Err(e) => {

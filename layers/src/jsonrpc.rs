@@ -380,6 +380,53 @@ fn text_at(Str(s): Str<'_>, base: usize) -> Text {
     }
 }
 
+/// A request id's raw JSON, held apart from its message. Ids are short (a number, a UUID): up to
+/// [`RawId::INLINE`] bytes are copied, where a slice of the message's bytes would take and later
+/// give back a reference to them (two atomic operations, each a full barrier); a longer one is
+/// such a slice.
+#[derive(Clone)]
+pub struct RawId(RawIdRepr);
+
+#[derive(Clone)]
+enum RawIdRepr {
+    Inline { len: u8, bytes: [u8; RawId::INLINE] },
+    Shared(Bytes),
+}
+
+impl RawId {
+    /// The longest id kept as a copy: a quoted UUID and then some.
+    pub const INLINE: usize = 46;
+
+    fn of(raw: &Bytes, span: Range<usize>) -> RawId {
+        let text = &raw[span.clone()];
+        match u8::try_from(text.len()) {
+            Ok(len) if text.len() <= RawId::INLINE => {
+                let mut bytes = [0; RawId::INLINE];
+                bytes[..text.len()].copy_from_slice(text);
+                RawId(RawIdRepr::Inline { len, bytes })
+            }
+            _ => RawId(RawIdRepr::Shared(raw.slice(span))),
+        }
+    }
+}
+
+impl std::ops::Deref for RawId {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            RawIdRepr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            RawIdRepr::Shared(bytes) => bytes,
+        }
+    }
+}
+
+impl fmt::Debug for RawId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&String::from_utf8_lossy(self), f)
+    }
+}
+
 impl Message {
     /// Peeks a message. The bytes are kept as they are.
     pub fn parse(raw: Bytes) -> Result<Message, PeekError> {
@@ -542,9 +589,9 @@ impl Message {
         })
     }
 
-    /// The id's raw JSON as a slice of the message's bytes (no copy).
-    pub fn id_bytes(&self) -> Option<Bytes> {
-        Some(self.0.raw.slice(self.0.id.clone()?))
+    /// The id's raw JSON, kept apart from the message ([`RawId`]).
+    pub fn id_bytes(&self) -> Option<RawId> {
+        Some(RawId::of(&self.0.raw, self.0.id.clone()?))
     }
 
     /// `params.name` of `tools/call` and `prompts/get`.
@@ -1076,6 +1123,32 @@ mod tests {
 
     fn parse(s: &str) -> Result<Message, PeekError> {
         Message::parse(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn an_id_is_its_raw_json_whether_copied_or_shared() {
+        let longest = format!("\"{}\"", "a".repeat(RawId::INLINE - 2));
+        let longer = format!("\"{}\"", "b".repeat(RawId::INLINE - 1));
+        for id in [
+            "7",
+            "-1.5e3",
+            "\"x\\\"y\"",
+            longest.as_str(),
+            longer.as_str(),
+        ] {
+            let msg = parse(&format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#)).unwrap();
+            let raw = msg.id_bytes().unwrap();
+            assert_eq!(&raw[..], id.as_bytes());
+            let shared = matches!(raw.0, RawIdRepr::Shared(_));
+            assert_eq!(shared, id.len() > RawId::INLINE, "{id}");
+            assert_eq!(format!("{raw:?}"), format!("{id:?}"));
+        }
+        assert!(
+            parse(r#"{"jsonrpc":"2.0","method":"ping"}"#)
+                .unwrap()
+                .id_bytes()
+                .is_none()
+        );
     }
 
     #[test]

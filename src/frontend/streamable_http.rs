@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -78,7 +79,9 @@ struct Entry {
     id: Arc<str>,
     session: Arc<dyn Session>,
     log: Arc<EventLog>,
-    last_used: Mutex<Instant>,
+    /// When it was last used, in nanoseconds since the map's `epoch`: a plain store a request,
+    /// where a lock is two atomic read-modify-writes (docs/PERFORMANCE.md).
+    last_used: AtomicU64,
 }
 
 /// The live Streamable HTTP sessions.
@@ -86,6 +89,8 @@ pub(crate) struct Sessions {
     /// By id: ids the gateway made (random), so a fast hash serves.
     map: Mutex<HashMap<Arc<str>, Arc<Entry>, OwnKeys>>,
     idle: Duration,
+    /// What the entries' `last_used` count from.
+    epoch: Instant,
 }
 
 impl Sessions {
@@ -93,13 +98,28 @@ impl Sessions {
         Sessions {
             map: Mutex::default(),
             idle,
+            epoch: Instant::now(),
         }
+    }
+
+    /// `at` as an entry's `last_used`.
+    fn since_epoch(&self, at: Instant) -> u64 {
+        let nanos = at.saturating_duration_since(self.epoch).as_nanos();
+        u64::try_from(nanos).unwrap_or(u64::MAX)
+    }
+
+    /// How long the entry has not been used, as of `now`.
+    fn unused_for(&self, entry: &Entry, now: Instant) -> Duration {
+        let last_used = Duration::from_nanos(entry.last_used.load(Ordering::Relaxed));
+        now.saturating_duration_since(self.epoch + last_used)
     }
 
     /// The session `id`, marked used at `now` (the request's start: one clock read a request).
     fn get(&self, id: &str, now: Instant) -> Option<Arc<Entry>> {
         let entry = lock(&self.map).get(id).cloned()?;
-        *lock(&entry.last_used) = now;
+        entry
+            .last_used
+            .store(self.since_epoch(now), Ordering::Relaxed);
         Some(entry)
     }
 
@@ -135,9 +155,11 @@ pub(crate) async fn reap_idle(frontend: Weak<Frontend>) {
         let Some(frontend) = frontend.upgrade() else {
             return;
         };
-        let expired: Vec<Arc<str>> = lock(&frontend.streamable.map)
+        let now = Instant::now();
+        let sessions = &frontend.streamable;
+        let expired: Vec<Arc<str>> = lock(&sessions.map)
             .iter()
-            .filter(|(_, e)| lock(&e.last_used).elapsed() > idle)
+            .filter(|(_, e)| sessions.unused_for(e, now) > idle)
             .map(|(id, _)| id.clone())
             .collect();
         for id in expired {
@@ -351,7 +373,7 @@ impl Frontend {
                 id: id.clone(),
                 session,
                 log,
-                last_used: Mutex::new(Instant::now()),
+                last_used: AtomicU64::new(self.streamable.since_epoch(Instant::now())),
             }),
         );
         tracing::info!(session_id = %id, transport = "streamable_http", "session opened");

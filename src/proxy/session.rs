@@ -13,7 +13,7 @@ use mcp_gateway_layers::classify::{
     Component, ErrorClass, ErrorType, GatewayError, classify_error, code,
 };
 use mcp_gateway_layers::hash::OwnKeys;
-use mcp_gateway_layers::jsonrpc::{Kind, McpMethod, Message, set_members};
+use mcp_gateway_layers::jsonrpc::{Kind, McpMethod, Message, RawId, set_members};
 use mcp_gateway_layers::parts::{JsonRpcRequest, JsonRpcResponse, Namespace, RequestParts};
 use mcp_gateway_layers::trace::{Hex, SpanId, TraceContext};
 use serde::Deserialize;
@@ -83,7 +83,7 @@ struct State {
     /// The client's requests in flight, for cancellation: (backend, gateway id) → client id (raw
     /// JSON, a slice of the request). Keyed by the gateway's ids, which a fast hash serves (a
     /// client chooses its ids); a cancel, which is rare, looks through the values.
-    in_flight: HashMap<(usize, u64), Bytes, OwnKeys>,
+    in_flight: HashMap<(usize, u64), RawId, OwnKeys>,
     /// The backends' requests to the client: gateway id → (backend, backend's id).
     server_requests: HashMap<String, (usize, String)>,
     /// Progress tokens of backends' requests to the client → backend.
@@ -869,7 +869,7 @@ impl ProxySession {
                 let owner = lock(&self.state)
                     .in_flight
                     .iter()
-                    .find(|(_, client_id)| **client_id == request_id.as_bytes())
+                    .find(|(_, client_id)| client_id[..] == *request_id.as_bytes())
                     .map(|(owner, _)| *owner);
                 if let Some((index, id)) = owner {
                     let note = msg.with_param("requestId", &id.to_string());

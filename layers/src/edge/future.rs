@@ -2,12 +2,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
 use pin_project_lite::pin_project;
 use tower::BoxError;
 
 use super::FromErrorClass;
 use crate::classify::{classify_error, public_message};
+use crate::jsonrpc::RawId;
 use crate::trace::TraceId;
 
 pin_project! {
@@ -17,13 +17,13 @@ pin_project! {
         #[pin]
         inner: Option<F>,
         rejected: Option<BoxError>,
-        id: Option<Bytes>,
+        id: Option<RawId>,
         trace_id: Option<TraceId>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(inner: F, id: Option<Bytes>, trace_id: Option<TraceId>) -> Self {
+    pub(super) fn new(inner: F, id: Option<RawId>, trace_id: Option<TraceId>) -> Self {
         ResponseFuture {
             inner: Some(inner),
             rejected: None,

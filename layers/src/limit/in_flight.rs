@@ -1,10 +1,10 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::{BoxError, Layer, Service};
 
 use super::{LimitMetrics, LimitRejected, LimitScope};
@@ -13,7 +13,7 @@ use crate::parts::RequestParts;
 /// At most `max` requests handled at once; the next is refused at once (load shedding), never queued.
 #[derive(Debug, Clone)]
 pub struct InFlightLimitLayer {
-    semaphore: Arc<Semaphore>,
+    in_flight: Arc<AtomicUsize>,
     max: usize,
     metrics: LimitMetrics,
 }
@@ -22,7 +22,7 @@ impl InFlightLimitLayer {
     /// A limit of `max` requests in flight, shared by every service this layer makes.
     pub fn new(max: usize, metrics: LimitMetrics) -> Self {
         InFlightLimitLayer {
-            semaphore: Arc::new(Semaphore::new(max)),
+            in_flight: Arc::default(),
             max,
             metrics,
         }
@@ -35,7 +35,7 @@ impl<S> Layer<S> for InFlightLimitLayer {
     fn layer(&self, inner: S) -> Self::Service {
         InFlightLimit {
             inner,
-            semaphore: self.semaphore.clone(),
+            in_flight: self.in_flight.clone(),
             max: self.max,
             metrics: self.metrics.clone(),
         }
@@ -46,7 +46,9 @@ impl<S> Layer<S> for InFlightLimitLayer {
 #[derive(Debug, Clone)]
 pub struct InFlightLimit<S> {
     inner: S,
-    semaphore: Arc<Semaphore>,
+    /// Requests admitted and not yet ended. A count, not a semaphore: nothing waits for a place,
+    /// and a semaphore's release takes the lock of its waiters' queue (docs/PERFORMANCE.md).
+    in_flight: Arc<AtomicUsize>,
     max: usize,
     metrics: LimitMetrics,
 }
@@ -66,9 +68,9 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.semaphore.clone().try_acquire_owned() {
-            Ok(permit) => ResponseFuture::admitted(self.inner.call(req), permit),
-            Err(_) => {
+        match Permit::take(&self.in_flight, self.max) {
+            Some(permit) => ResponseFuture::admitted(self.inner.call(req), permit),
+            None => {
                 let rejected = LimitRejected::new(LimitScope::InFlight, self.max);
                 self.metrics.record(LimitScope::InFlight);
                 let method = req.message().and_then(|m| m.method_name()).unwrap_or("");
@@ -86,19 +88,43 @@ where
     }
 }
 
+/// A place among the requests in flight, given back when dropped.
+#[derive(Debug)]
+struct Permit(Arc<AtomicUsize>);
+
+impl Permit {
+    /// A place, if fewer than `max` are taken.
+    fn take(in_flight: &Arc<AtomicUsize>, max: usize) -> Option<Permit> {
+        // Never counted over `max`, even for a moment: a request refused meanwhile would be
+        // refused for a place that was free.
+        in_flight
+            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Permit(in_flight.clone()))
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
+
 pin_project! {
     /// The future of [`InFlightLimit`]: the call holding its permit, or an immediate refusal.
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
         inner: Option<F>,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<Permit>,
         rejected: Option<LimitRejected>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    fn admitted(inner: F, permit: OwnedSemaphorePermit) -> Self {
+    fn admitted(inner: F, permit: Permit) -> Self {
         ResponseFuture {
             inner: Some(inner),
             permit: Some(permit),
@@ -146,6 +172,35 @@ mod tests {
     use crate::test_support::*;
     use prometheus_client::registry::Registry;
     use tower_test::mock;
+
+    #[test]
+    fn places_taken_at_once_from_many_threads_never_pass_the_limit() {
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let max = 3;
+        let most = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..10_000 {
+                        if let Some(permit) = Permit::take(&in_flight, max) {
+                            most.fetch_max(permit.0.load(Ordering::SeqCst), Ordering::SeqCst);
+                        }
+                    }
+                });
+            }
+        });
+        assert!(most.load(Ordering::SeqCst) <= max);
+        assert_eq!(
+            in_flight.load(Ordering::SeqCst),
+            0,
+            "every place given back"
+        );
+        let held: Vec<_> = (0..max)
+            .filter_map(|_| Permit::take(&in_flight, max))
+            .collect();
+        assert_eq!(held.len(), max);
+        assert!(Permit::take(&in_flight, max).is_none());
+    }
 
     #[tokio::test]
     async fn sheds_past_the_limit_and_admits_again_when_a_request_ends() {

@@ -40,7 +40,7 @@ struct Pending {
 pub(crate) struct RequestLog {
     pub(crate) span_id: Option<SpanId>,
     /// A slice of the request's bytes (a reference count, not a copy).
-    pub(crate) request_id: Option<bytes::Bytes>,
+    pub(crate) request_id: Option<crate::jsonrpc::RawId>,
     pub(crate) session_id: Option<Arc<str>>,
     pub(crate) client_addr: Option<SocketAddr>,
     /// Where the event goes instead of `tracing`, when set.

@@ -271,6 +271,9 @@ pin_project_lite::pin_project! {
         inner: F,
         gate: Arc<WakeGate>,
         waker: std::task::Waker,
+        // The task's waker the gate holds: while each poll brings the same, the gate is not
+        // written (a registration is two atomic read-modify-writes, and a poll two or three a call).
+        registered: Option<std::task::Waker>,
     }
 }
 
@@ -298,7 +301,12 @@ impl<F> PolledWhenWoken<F> {
             task: Default::default(),
         });
         let waker = std::task::Waker::from(gate.clone());
-        PolledWhenWoken { inner, gate, waker }
+        PolledWhenWoken {
+            inner,
+            gate,
+            waker,
+            registered: None,
+        }
     }
 }
 
@@ -307,11 +315,20 @@ impl<F: Future> Future for PolledWhenWoken<F> {
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        this.gate.task.register(cx.waker());
         if !this
-            .gate
-            .woken
-            .swap(false, std::sync::atomic::Ordering::Acquire)
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            this.gate.task.register(cx.waker());
+            *this.registered = Some(cx.waker().clone());
+        }
+        // A load first: the swap, a read-modify-write, only once the gate was opened.
+        if !this.gate.woken.load(std::sync::atomic::Ordering::Acquire)
+            || !this
+                .gate
+                .woken
+                .swap(false, std::sync::atomic::Ordering::Acquire)
         {
             return Poll::Pending;
         }

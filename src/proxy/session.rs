@@ -315,26 +315,25 @@ impl ProxySession {
         related: Option<&Related>,
         trace: Option<&TraceContext>,
     ) -> Result<Message, GatewayError> {
-        let client = lock(&self.state)
-            .backends
-            .get(index)
-            .cloned()
-            .ok_or_else(|| {
+        // One lock for the client and the call's entries: each take and release of it is two
+        // atomic read-modify-writes.
+        let (client, id) = {
+            let mut state = lock(&self.state);
+            let client = state.backends.get(index).cloned().ok_or_else(|| {
                 GatewayError::new(
                     ErrorClass::new(ErrorType::Validation, Component::Router),
                     "send initialize first",
                 )
             })?;
-        let id = client.next_id();
-        {
-            let mut state = lock(&self.state);
+            let id = client.next_id();
             if let Some(client_id) = msg.id_bytes() {
                 state.in_flight.insert((index, id), client_id);
             }
             if let Some(related) = related {
                 state.related.push((index, id, related.0.clone()));
             }
-        }
+            (client, id)
+        };
         let _guard = InFlightGuard {
             session: self,
             backend: index,

@@ -39,7 +39,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let _entered = this.span.enter();
-        let _scoped = this.scope.as_ref().map(LogScope::enter);
+        let _scoped = LogScope::enter(this.scope);
         let result = ready!(this.inner.poll(cx)).map_err(Into::into);
         let failure = match &result {
             Ok(resp) => match resp.classification().and_then(Classification::get) {

@@ -56,11 +56,17 @@ impl LogScope {
         self.message.as_ref()?.id_raw()
     }
 
-    /// Makes `scope` the current one on this thread until the guard drops (the previous one is
-    /// put back then, so scopes nest).
-    pub fn enter(scope: &Arc<LogScope>) -> Entered {
+    /// Makes the scope in `slot` the current one on this thread until the guard drops, which
+    /// puts it back in `slot` and the previous one back as current (so scopes nest); with none in
+    /// `slot`, changes nothing. Moved, not cloned: a clone and its drop are two atomic operations,
+    /// on each poll of a request.
+    pub fn enter(slot: &mut Option<Arc<LogScope>>) -> Entered<'_> {
+        let previous = slot
+            .take()
+            .map(|scope| CURRENT.with(|current| current.replace(Some(scope))));
         Entered {
-            previous: CURRENT.with(|current| current.replace(Some(scope.clone()))),
+            slot,
+            previous,
             _this_thread: PhantomData,
         }
     }
@@ -78,15 +84,18 @@ impl LogScope {
 /// The guard of [`LogScope::enter`]. Not `Send`: it puts back the scope of the thread it was
 /// made on, so it must not be held across an `await`.
 #[derive(Debug)]
-pub struct Entered {
-    previous: Option<Arc<LogScope>>,
+pub struct Entered<'a> {
+    slot: &'a mut Option<Arc<LogScope>>,
+    /// The scope current before, when one was entered.
+    previous: Option<Option<Arc<LogScope>>>,
     _this_thread: PhantomData<*const ()>,
 }
 
-impl Drop for Entered {
+impl Drop for Entered<'_> {
     fn drop(&mut self) {
-        let previous = self.previous.take();
-        CURRENT.with(|current| current.set(previous));
+        if let Some(previous) = self.previous.take() {
+            *self.slot = CURRENT.with(|current| current.replace(previous));
+        }
     }
 }
 
@@ -113,10 +122,11 @@ mod tests {
     #[test]
     fn scopes_nest_and_end_with_their_guards() {
         assert_eq!(current_request_id(), None);
-        let outer = LogScope::enter(&scope(1));
+        let (mut one, mut two) = (Some(scope(1)), Some(scope(2)));
+        let outer = LogScope::enter(&mut one);
         assert_eq!(current_request_id().as_deref(), Some("1"));
         {
-            let _inner = LogScope::enter(&scope(2));
+            let _inner = LogScope::enter(&mut two);
             assert_eq!(current_request_id().as_deref(), Some("2"));
             LogScope::with_current(|s| {
                 let s = s.unwrap();
@@ -128,5 +138,16 @@ mod tests {
         assert_eq!(current_request_id().as_deref(), Some("1"));
         drop(outer);
         assert_eq!(current_request_id(), None);
+        // Each scope is back where it was entered from, moved rather than cloned.
+        for (slot, n) in [(&one, "1"), (&two, "2")] {
+            let scope = slot.as_ref().unwrap();
+            assert_eq!(scope.request_id(), Some(n));
+            assert_eq!(Arc::strong_count(scope), 1);
+        }
+        // Entering none leaves the current scope current.
+        let _outer = LogScope::enter(&mut one);
+        let mut none = None;
+        drop(LogScope::enter(&mut none));
+        assert_eq!(current_request_id().as_deref(), Some("1"));
     }
 }

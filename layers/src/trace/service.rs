@@ -71,7 +71,7 @@ where
         // An unsampled span is never exported: it carries only what log lines carry (ids,
         // method, session), and the exporter's attributes are neither computed nor visited.
         let sampled = ctx.sampled;
-        let (span, scope) = if !sampled && self.scope_unsampled {
+        let (span, mut scope) = if !sampled && self.scope_unsampled {
             let session = req
                 .session_id()
                 .or_else(|| header(&req, &MCP_SESSION_ID).map(Arc::from));
@@ -100,7 +100,7 @@ where
         req.set_trace_context(ctx);
         let future = {
             let _entered = span.enter();
-            let _scoped = scope.as_ref().map(LogScope::enter);
+            let _scoped = LogScope::enter(&mut scope);
             self.inner.call(req)
         };
         ResponseFuture::new(future, span, scope)

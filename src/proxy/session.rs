@@ -81,7 +81,7 @@ struct State {
     resource_owner: HashMap<String, usize>,
     template_owner: Vec<(String, usize)>,
     /// The client's requests in flight, for cancellation: (backend, gateway id) → client id (raw
-    /// JSON, a slice of the request). Keyed by the gateway's ids, which a fast hash serves (a
+    /// JSON). Keyed by the gateway's ids, which a fast hash serves (a
     /// client chooses its ids); a cancel, which is rare, looks through the values.
     in_flight: HashMap<(usize, u64), RawId, OwnKeys>,
     /// The backends' requests to the client: gateway id → (backend, backend's id).

@@ -4,8 +4,9 @@
 //! One WebSocket or SSE connection carries many JSON-RPC requests; the gateway runs the layers
 //! once per message by wrapping each in a [`JsonRpcRequest`] / [`JsonRpcResponse`].
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, Mutex};
 
 use http::{Extensions, HeaderMap, HeaderName, HeaderValue};
 
@@ -184,7 +185,7 @@ impl RequestParts for JsonRpcRequest {
     }
     fn namespace(&self) -> Namespace {
         match &self.context.namespace {
-            Some(namespace) => namespace.clone(),
+            Some(namespace) => *namespace,
             None => Namespace::of(&self.extensions),
         }
     }
@@ -228,25 +229,35 @@ impl ResponseParts for JsonRpcResponse {
 }
 
 /// The namespace (backend group) a request is routed to: a bounded label, set by the router.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Namespace(Arc<str>);
-
-static UNROUTED: LazyLock<Namespace> = LazyLock::new(|| Namespace(Arc::from("none")));
+/// Interned: each distinct name is kept once for the process's life, so that a request's copies
+/// of it (its context, the retry layer's copy, the metrics' key) touch no reference count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Namespace(&'static str);
 
 impl Namespace {
-    /// A namespace from configuration.
+    /// A namespace from configuration. Its names are as bounded as its labels must be: each
+    /// distinct one is kept for the process's life.
     pub fn new(name: &str) -> Self {
-        Namespace(Arc::from(name))
+        static INTERNED: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+        let mut interned = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
+        match interned.get(name) {
+            Some(kept) => Namespace(kept),
+            None => {
+                let kept: &'static str = Box::leak(name.into());
+                interned.insert(kept);
+                Namespace(kept)
+            }
+        }
     }
 
     /// The label of requests that are not routed to one namespace: `none`.
     pub fn unrouted() -> Self {
-        UNROUTED.clone()
+        Namespace("none")
     }
 
     /// The name.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0
     }
 
     /// The namespace a request carries, or [`Namespace::unrouted`].
@@ -263,7 +274,7 @@ impl prometheus_client::encoding::EncodeLabelValue for Namespace {
         &self,
         encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
     ) -> Result<(), std::fmt::Error> {
-        std::fmt::Write::write_str(encoder, &self.0)
+        std::fmt::Write::write_str(encoder, self.0)
     }
 }
 
@@ -295,6 +306,19 @@ impl SessionId {
 mod tests {
     use super::*;
     use crate::classify::Verdict;
+
+    #[test]
+    fn a_namespace_is_kept_once_for_each_name() {
+        let (a, b) = (
+            Namespace::new("files"),
+            Namespace::new(&String::from("files")),
+        );
+        assert_eq!(a, b);
+        assert!(std::ptr::eq(a.as_str(), b.as_str()), "one copy of a name");
+        assert_ne!(Namespace::new("search"), a);
+        assert_eq!(Namespace::new("search").as_str(), "search");
+        assert_eq!(Namespace::unrouted().as_str(), "none");
+    }
 
     fn request() -> JsonRpcRequest {
         let raw = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;

@@ -438,7 +438,7 @@ impl BackendClient {
         let ok_calls = metrics
             .requests
             .get_or_create(&BackendLabels {
-                backend: namespace.clone(),
+                backend: namespace,
                 backend_type: config.transport.as_str(),
                 status: "ok",
             })
@@ -552,7 +552,7 @@ impl BackendClient {
                     .metrics
                     .requests
                     .get_or_create(&BackendLabels {
-                        backend: self.shared.namespace.clone(),
+                        backend: self.shared.namespace,
                         backend_type: self.shared.transport.as_str(),
                         status: error_type.as_str(),
                     })
@@ -762,7 +762,7 @@ async fn deliver(shared: &Shared, events: &EventTarget, inbound: Inbound) {
                 .metrics
                 .garbage
                 .get_or_create(&BackendNameLabels {
-                    backend: shared.namespace.clone(),
+                    backend: shared.namespace,
                     backend_type: shared.transport.as_str(),
                 })
                 .inc();
@@ -824,7 +824,7 @@ async fn supervise(
     restart: crate::config::RestartConfig,
 ) {
     let labels = BackendNameLabels {
-        backend: shared.namespace.clone(),
+        backend: shared.namespace,
         backend_type: shared.transport.as_str(),
     };
     let mut failures: VecDeque<Instant> = VecDeque::new();

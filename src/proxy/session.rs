@@ -1035,7 +1035,7 @@ impl Session for ProxySession {
                     _ => None,
                 };
                 let namespace = match backend {
-                    Some(i) => self.gateway.namespaces[i].clone(),
+                    Some(i) => self.gateway.namespaces[i],
                     None => Namespace::unrouted(),
                 };
                 let mut req = JsonRpcRequest::new(message);

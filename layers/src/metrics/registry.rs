@@ -215,14 +215,11 @@ impl GatewayMetrics {
             .read()
             .map(|series| series.get(&key).map(record));
         if !matches!(known, Ok(Some(()))) {
-            let (method, namespace, status) = key.clone();
+            let (method, namespace, status) = key;
             let series = (
                 self.inner
                     .duration
-                    .get_or_create(&RouteLabels {
-                        method,
-                        namespace: namespace.clone(),
-                    })
+                    .get_or_create(&RouteLabels { method, namespace })
                     .clone(),
                 self.inner
                     .requests

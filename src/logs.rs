@@ -887,6 +887,11 @@ pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
 
+    /// Held by each test that installs a subscriber: `tracing` caches a callsite's interest over
+    /// every subscriber alive in the process, so one test's unfiltered subscriber could make a
+    /// filtered one in another test look interested in what its filter refuses.
+    static SUBSCRIBERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     /// A sink that hands what it is given to the test, and can be held shut.
     #[derive(Clone, Default)]
     struct Shared(Arc<Mutex<Vec<u8>>>);
@@ -1162,6 +1167,7 @@ mod tests {
         use tower::{ServiceExt, service_fn};
         use tracing_subscriber::layer::SubscriberExt;
 
+        let _alone = SUBSCRIBERS.lock().await;
         let lines = Lines::default();
         let _guard =
             tracing::subscriber::set_default(tracing_subscriber::registry().with(lines.clone()));
@@ -1208,6 +1214,7 @@ mod tests {
 
     #[tokio::test]
     async fn request_lines_written_directly_are_the_lines_of_the_event() {
+        let _alone = SUBSCRIBERS.lock().await;
         use mcp_gateway_layers::jsonrpc::Message;
         use mcp_gateway_layers::metrics::{GatewayMetrics, MetricsLayer};
         use mcp_gateway_layers::parts::{
@@ -1304,6 +1311,7 @@ mod tests {
     /// exporter, when there is one, still sees every span.
     #[test]
     fn the_log_filter_alone_decides_which_request_lines_are_written() {
+        let _alone = SUBSCRIBERS.blocking_lock();
         let otlp = || {
             let config = crate::config::OtlpConfig {
                 endpoint: "http://127.0.0.1:4318".to_owned(),

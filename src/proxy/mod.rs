@@ -215,13 +215,14 @@ mod tests {
         }
     }
 
+    fn kept(clones: &AtomicUsize, late: bool) -> Mutex<Counted<'_>> {
+        Mutex::new(Counted { clones, late })
+    }
+
     #[tokio::test]
     async fn a_ready_service_is_called_where_it_is_kept() {
         let clones = AtomicUsize::new(0);
-        let kept = Mutex::new(Counted {
-            clones: &clones,
-            late: false,
-        });
+        let kept = kept(&clones, false);
         for i in 0..3 {
             assert_eq!(call_kept(&kept, i).await, Ok(i + 1));
         }
@@ -231,10 +232,7 @@ mod tests {
     #[tokio::test]
     async fn a_service_not_ready_at_once_is_cloned_and_waited_for() {
         let clones = AtomicUsize::new(0);
-        let kept = Mutex::new(Counted {
-            clones: &clones,
-            late: true,
-        });
+        let kept = kept(&clones, true);
         // The clone is not ready at its first poll either: the call waits for it.
         assert_eq!(call_kept(&kept, 7).await, Ok(8));
         assert_eq!(clones.load(Ordering::SeqCst), 1);

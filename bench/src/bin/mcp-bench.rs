@@ -636,11 +636,11 @@ fn main() -> Result<(), Error> {
                 };
                 let (floor_cell, mcp_floor_cell) =
                     (floor_cell(floor_ratios), floor_cell(mcp_floor_ratios));
-                let most = |v: &mut dyn Iterator<Item = f64>| v.fold(0.0, f64::max);
+                let gateway_steal = gateway_runs.iter().map(|(r, _, _)| steal_percent(r));
                 let steal_cell = format!(
                     "{:.0} / {:.0}",
-                    most(&mut direct_steal.into_iter()),
-                    most(&mut gateway_runs.iter().map(|(r, _, _)| steal_percent(r)))
+                    direct_steal.into_iter().fold(0.0, f64::max),
+                    gateway_steal.fold(0.0, f64::max)
                 );
                 println!(
                     "| {name} | {payload} B | {concurrency} | {direct_cell} | {gateway_rps:.0} | {ratio} | {} / {} | {:.3} | {:.3} | {cpu_cell} | {system_cell} | {floor_cell} | {mcp_floor_cell} | {steal_cell} |",

@@ -394,7 +394,8 @@ impl Sweeper {
     }
 }
 
-/// Stops the backend when the last handle to it goes.
+/// The clients' hold on a backend's state, apart from the supervisor's: the last client to go
+/// stops the backend.
 struct StopOnDrop(Arc<Shared>);
 
 impl Drop for StopOnDrop {
@@ -403,12 +404,19 @@ impl Drop for StopOnDrop {
     }
 }
 
+impl std::ops::Deref for StopOnDrop {
+    type Target = Arc<Shared>;
+
+    fn deref(&self) -> &Arc<Shared> {
+        &self.0
+    }
+}
+
 /// A supervised connection to one backend, for one session (or shared by all).
 #[derive(Clone)]
 pub struct BackendClient {
-    shared: Arc<Shared>,
-    /// Held, not read: the last handle to go stops the backend.
-    _stop: Arc<StopOnDrop>,
+    /// One reference to count a clone by (each clone of a call is two atomic operations).
+    shared: Arc<StopOnDrop>,
 }
 
 impl std::fmt::Debug for BackendClient {
@@ -466,8 +474,7 @@ impl BackendClient {
             config.restart.clone(),
         ));
         BackendClient {
-            _stop: Arc::new(StopOnDrop(shared.clone())),
-            shared,
+            shared: Arc::new(StopOnDrop(shared)),
         }
     }
 
@@ -572,7 +579,7 @@ impl BackendClient {
         let mut guard = CancelOnDrop {
             client: self,
             id,
-            tx: tx.clone(),
+            tx: &tx,
             reply: reply_rx,
             armed: true,
         };
@@ -625,7 +632,7 @@ impl BackendClient {
     ) -> ProgressRoute {
         lock(&self.shared.progress).insert(token.to_owned(), ProgressTarget { stream, original });
         ProgressRoute {
-            shared: self.shared.clone(),
+            shared: Arc::clone(&self.shared.0),
             token: token.to_owned(),
         }
     }
@@ -674,7 +681,7 @@ impl Drop for ProgressRoute {
 struct CancelOnDrop<'a> {
     client: &'a BackendClient,
     id: u64,
-    tx: PipeTx,
+    tx: &'a PipeTx,
     /// Where the answer, or the sweeper's timeout, comes.
     reply: oneshot::Receiver<Reply>,
     armed: bool,
@@ -688,7 +695,7 @@ impl Drop for CancelOnDrop<'_> {
         // Still waiting, or timed out by the sweeper with no one left to read it.
         let timed_out = matches!(&self.reply.try_recv(), Ok(Err(e)) if is_timeout(e));
         if self.client.shared.remove_pending(self.id) || timed_out {
-            cancel_at_backend(&self.tx, self.id);
+            cancel_at_backend(self.tx, self.id);
         }
     }
 }

@@ -11,7 +11,7 @@
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -186,7 +186,11 @@ struct Conn {
 impl HttpPool {
     /// Sends `request` with `body` and reads the answer's head; the body is read from the
     /// returned [`Response`].
-    pub(super) async fn send(&self, request: Request<'_>, body: &[u8]) -> io::Result<Response> {
+    pub(super) async fn send<'a>(
+        &'a self,
+        request: Request<'a>,
+        body: &[u8],
+    ) -> io::Result<Response<'a>> {
         let Request {
             endpoint,
             mut head,
@@ -239,8 +243,7 @@ impl HttpPool {
             conn: Some(conn),
             framing,
             keep_alive: head.keep_alive,
-            pool: self.clone(),
-            address: endpoint.address.clone(),
+            home: Some((self, &endpoint.address)),
         };
         body.release_if_done();
         Ok(Response {
@@ -356,7 +359,11 @@ async fn read_head(conn: &mut Conn) -> io::Result<Head> {
             fill(conn).await?;
             continue;
         };
-        let head_bytes = conn.buf.split_to(len).freeze();
+        // A copy of the one value kept: a slice would be a reference taken and given back
+        // (two atomic operations), on every answer, for a value read only on `initialize`'s.
+        head.session_id =
+            session_id_at.and_then(|range| HeaderValue::from_bytes(&conn.buf[range]).ok());
+        conn.buf.advance(len);
         let status = head.status;
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
             continue;
@@ -369,8 +376,6 @@ async fn read_head(conn: &mut Conn) -> io::Result<Head> {
             // Chunked wins over a length, and such an answer cannot be trusted to end cleanly.
             head.content_length = None;
         }
-        head.session_id = session_id_at
-            .and_then(|range| HeaderValue::from_maybe_shared(head_bytes.slice(range)).ok());
         return Ok(head);
     }
 }
@@ -451,25 +456,27 @@ fn parse_head(buf: &[u8]) -> io::Result<Option<ParsedHead>> {
 }
 
 /// An answer: its status, what the gateway reads of its head, and its body.
-pub(super) struct Response {
+pub(super) struct Response<'a> {
     pub(super) status: StatusCode,
     /// `Content-Type: text/event-stream`.
     pub(super) event_stream: bool,
-    /// `Mcp-Session-Id`, sharing the connection's buffer: copy it to keep it.
+    /// `Mcp-Session-Id`, a copy.
     pub(super) session_id: Option<HeaderValue>,
-    pub(super) body: Body,
+    pub(super) body: Body<'a>,
 }
 
 // === impl Body ===
 
 /// An answer's body, read from its connection; the connection goes back to the pool when the
 /// body has been read to its end, and is closed if the body is dropped before.
-pub(super) struct Body {
+pub(super) struct Body<'a> {
     conn: Option<Conn>,
     framing: Framing,
     keep_alive: bool,
-    pool: HttpPool,
-    address: Arc<str>,
+    /// Where the connection goes back to at the body's end: borrowed, as the request's endpoint
+    /// is (a clone of each is two atomic operations a call); `None` once the body is read on a
+    /// task of its own ([`Body::unpooled`]).
+    home: Option<(&'a HttpPool, &'a Arc<str>)>,
 }
 
 #[derive(Clone, Copy)]
@@ -492,7 +499,18 @@ enum Chunked {
     Trailers,
 }
 
-impl Body {
+impl Body<'_> {
+    /// The body to be read on a task of its own (a legacy SSE stream, which lasts as long as
+    /// its backend connection): its connection is closed at its end, not pooled.
+    pub(super) fn unpooled(self) -> Body<'static> {
+        Body {
+            conn: self.conn,
+            framing: self.framing,
+            keep_alive: false,
+            home: None,
+        }
+    }
+
     /// The next piece of the body; `None` at its end.
     pub(super) async fn chunk(&mut self) -> io::Result<Option<Bytes>> {
         loop {
@@ -624,8 +642,10 @@ impl Body {
             return;
         }
         if let Some(conn) = self.conn.take() {
-            if self.keep_alive && conn.buf.is_empty() {
-                self.pool.put_back(&self.address, conn);
+            if let (true, true, Some((pool, address))) =
+                (self.keep_alive, conn.buf.is_empty(), self.home)
+            {
+                pool.put_back(address, conn);
             }
         }
     }
@@ -728,7 +748,11 @@ mod tests {
         }
     }
 
-    async fn post(pool: &HttpPool, endpoint: &Endpoint, body: &[u8]) -> io::Result<Response> {
+    async fn post<'a>(
+        pool: &'a HttpPool,
+        endpoint: &'a Endpoint,
+        body: &[u8],
+    ) -> io::Result<Response<'a>> {
         let mut request = Request::new("POST", endpoint);
         request.header("content-type", b"application/json");
         pool.send(request, body).await
@@ -847,7 +871,8 @@ mod tests {
         }
         let mut request = Request::new("POST", &endpoint);
         request.headers(&configured);
-        let resp = HttpPool::default().send(request, b"{}").await.unwrap();
+        let pool = HttpPool::default();
+        let resp = pool.send(request, b"{}").await.unwrap();
         assert_eq!(&resp.body.collect(64).await.unwrap()[..], b"hello");
         let sent = String::from_utf8(lock(&requests)[0].clone()).unwrap();
         assert_eq!(
@@ -881,6 +906,24 @@ mod tests {
             accepted.load(Ordering::SeqCst),
             1,
             "reused after the last chunk"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_read_on_a_task_of_its_own_closes_its_connection_at_its_end() {
+        let (endpoint, accepted, _) =
+            server(vec![(vec![OK_LENGTH], false), (vec![OK_LENGTH], false)]).await;
+        let pool = HttpPool::default();
+        let resp = post(&pool, &endpoint, b"{}").await.unwrap();
+        let body = resp.body.unpooled();
+        let read = tokio::spawn(async move { body.collect(1024).await.unwrap() });
+        assert_eq!(&read.await.unwrap()[..], b"hello");
+        let resp = post(&pool, &endpoint, b"{}").await.unwrap();
+        assert_eq!(&resp.body.collect(1024).await.unwrap()[..], b"hello");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "not pooled, so not reused"
         );
     }
 

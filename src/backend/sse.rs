@@ -46,7 +46,7 @@ impl Connector for SseConnector {
             if !resp.status.is_success() {
                 return Err(format!("GET {url}: HTTP {}", resp.status));
             }
-            let mut body = resp.body;
+            let mut body = resp.body.unpooled();
             let mut parser = SseParser::new(max);
             let mut pending_events = Vec::new();
             let endpoint = loop {

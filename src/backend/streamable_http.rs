@@ -137,7 +137,8 @@ impl SessionState {
     }
 }
 
-/// One backend session as its requests see it; cloned into every POST, so it is a few pointers.
+/// One backend session as its requests see it; a call's POST borrows it, any other POST's task
+/// holds a clone.
 #[derive(Clone)]
 struct Link {
     target: Arc<HttpTarget>,
@@ -150,6 +151,14 @@ struct BackendSession {
     state: Mutex<SessionState>,
     /// Wakes the messages that wait for earlier notifications to be answered.
     answered: tokio::sync::Notify,
+}
+
+/// A message's place in the order of posts: how many notifications were posted before it.
+struct Place {
+    is_notification: bool,
+    before: u64,
+    /// Some of those are not answered yet.
+    must_wait: bool,
 }
 
 /// Counts a notification as answered when its POST ends, however it ends.
@@ -174,11 +183,12 @@ impl Poster {
     pub(super) fn post_here(
         &self,
         msg: Message,
-    ) -> impl Future<Output = Result<(), Message>> + Send + 'static {
+    ) -> impl Future<Output = Result<(), Message>> + Send + '_ {
         if self.link.incoming.is_closed() {
             return Either::Left(std::future::ready(Err(msg)));
         }
-        Either::Right(self.link.clone().post_in_order(msg).map(Ok))
+        let place = self.link.take_place(&msg);
+        Either::Right(self.link.post_in_place(place, msg).map(Ok))
     }
 
     /// Posts on a task of its own; `notifications/initialized` also opens the GET stream.
@@ -191,9 +201,9 @@ impl Poster {
             let mut state = link.lock_state();
             !std::mem::replace(&mut state.stream_opened, true)
         };
-        let posted = link.clone().post_in_order(msg);
+        let place = link.take_place(&msg);
         tokio::spawn(async move {
-            posted.await;
+            link.post_in_place(place, msg).await;
             if opens_stream {
                 // The GET stream lives as long as the pipe does.
                 tokio::select! {
@@ -236,36 +246,39 @@ impl Link {
         lock(&self.session.state)
     }
 
-    /// Posts `msg` once every notification posted before it has been answered (its place in
-    /// that order is taken now, when it is sent).
-    fn post_in_order(self, msg: Message) -> impl Future<Output = ()> + Send + 'static {
+    /// Takes `msg`'s place in the order of posts now, when it is sent, not when its POST starts.
+    fn take_place(&self, msg: &Message) -> Place {
         let is_notification = msg.kind() == Kind::Notification;
-        let (before, must_wait) = {
-            let mut state = self.lock_state();
-            let before = state.notifications_posted;
-            state.notifications_posted += u64::from(is_notification);
-            (before, state.notifications_done < before)
-        };
-        async move {
-            let _done = is_notification.then(|| NotificationDone(&self));
-            if must_wait {
-                wait_until(&self.session.answered, || {
-                    self.lock_state().notifications_done >= before
-                })
-                .await;
+        let mut state = self.lock_state();
+        let before = state.notifications_posted;
+        state.notifications_posted += u64::from(is_notification);
+        Place {
+            is_notification,
+            before,
+            must_wait: state.notifications_done < before,
+        }
+    }
+
+    /// Posts `msg` once every notification posted before its place has been answered.
+    async fn post_in_place(&self, place: Place, msg: Message) {
+        let _done = place.is_notification.then(|| NotificationDone(self));
+        if place.must_wait {
+            wait_until(&self.session.answered, || {
+                self.lock_state().notifications_done >= place.before
+            })
+            .await;
+        }
+        if place.is_notification {
+            // What waits behind a notification waits no longer than a call would.
+            let deadline = self.target.config.timeout();
+            if tokio::time::timeout(deadline, self.post(msg))
+                .await
+                .is_err()
+            {
+                tracing::warn!(backend = %self.target.config.namespace, "backend did not answer a notification in time");
             }
-            if is_notification {
-                // What waits behind a notification waits no longer than a call would.
-                let deadline = self.target.config.timeout();
-                if tokio::time::timeout(deadline, self.post(msg))
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(backend = %self.target.config.namespace, "backend did not answer a notification in time");
-                }
-            } else {
-                self.post(msg).await
-            }
+        } else {
+            self.post(msg).await
         }
     }
 
@@ -360,10 +373,8 @@ impl Link {
         }
         let is_initialize = msg.method() == McpMethod::Initialize;
         if is_initialize {
-            if let Some(id) = &resp.session_id {
-                // A copy: the answer's value shares the connection's read buffer.
-                let id = HeaderValue::from_bytes(id.as_bytes()).ok();
-                self.lock_state().set_session_id(id);
+            if let Some(id) = resp.session_id {
+                self.lock_state().set_session_id(Some(id));
             }
         }
         if status == StatusCode::ACCEPTED || msg.kind() != Kind::Request && !resp.event_stream {
@@ -400,7 +411,7 @@ impl Link {
         let _ = self.incoming.send(parsed).await;
     }
 
-    async fn read_events(&self, mut body: Body, is_initialize: bool) {
+    async fn read_events(&self, mut body: Body<'_>, is_initialize: bool) {
         let mut parser = SseParser::new(self.target.max_message_bytes);
         while let Ok(Some(data)) = body.chunk().await {
             let mut events = Vec::new();

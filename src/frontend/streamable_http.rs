@@ -315,7 +315,7 @@ impl Frontend {
             // Handled before it is accepted: a client that waits for the 202 knows a cancellation
             // (or an answer) was handed on before what it sends next.
             let ctx = context(head, peer, None, Some(id));
-            self.clone().dispatch(entry.session.clone(), msg, ctx).await;
+            self.dispatch(entry.session.clone(), msg, ctx).await;
             let mut resp = Response::new(full(Bytes::new()));
             *resp.status_mut() = StatusCode::ACCEPTED;
             return resp;
@@ -334,7 +334,7 @@ impl Frontend {
             return sse_response(ChannelBody::boxed(rx, as_event, ()));
         }
         let ctx = context(head, peer, None, Some(id));
-        match self.clone().dispatch(entry.session.clone(), msg, ctx).await {
+        match self.dispatch(entry.session.clone(), msg, ctx).await {
             Some(resp) => json_response(resp.into_raw(), None),
             None => {
                 let mut resp = Response::new(full(Bytes::new()));

@@ -45,11 +45,28 @@ impl Names {
         if let Some((index, name)) = self.aliases.get(prefixed) {
             return Some((*index, name));
         }
-        namespaces.enumerate().find_map(|(i, ns)| {
-            let rest = prefixed.strip_prefix(ns)?.strip_prefix(sep)?;
-            (!rest.is_empty()).then_some((i, rest))
-        })
+        resolve_unshortened(namespaces, sep, prefixed)
     }
+}
+
+/// Whether `prefixed` may be a shortened name: each is exactly [`MAX_NAME`] characters, so a
+/// shorter name resolves by its prefix alone ([`resolve_unshortened`]), without the session's
+/// names (and the lock around them).
+pub(crate) fn may_be_shortened(prefixed: &str) -> bool {
+    // Bytes, not characters: never fewer, so no shortened name is missed.
+    prefixed.len() >= MAX_NAME
+}
+
+/// The backend and original name of a name that was not shortened: `{namespace}{sep}{name}`.
+pub(crate) fn resolve_unshortened<'a, 'n>(
+    namespaces: impl Iterator<Item = &'n str>,
+    sep: &str,
+    prefixed: &'a str,
+) -> Option<(usize, &'a str)> {
+    namespaces.enumerate().find_map(|(i, ns)| {
+        let rest = prefixed.strip_prefix(ns)?.strip_prefix(sep)?;
+        (!rest.is_empty()).then_some((i, rest))
+    })
 }
 
 /// The gateway's list cursor: the backends still to page and their own cursors.
@@ -72,6 +89,12 @@ mod tests {
         let long = "a".repeat(80);
         let short = names.prefixed(1, "files", "__", &long);
         assert_eq!(short.chars().count(), MAX_NAME);
+        assert!(may_be_shortened(&short));
+        assert!(!may_be_shortened("files__echo"));
+        let multibyte = format!("files__{}", "é".repeat(40));
+        let kept = names.prefixed(1, "files", "__", &"é".repeat(40));
+        assert_eq!(kept, multibyte, "47 characters are not shortened");
+        assert!(may_be_shortened(&kept), "87 bytes: looked up, harmlessly");
         assert_eq!(
             names.resolve(["x", "files"].into_iter(), "__", &short),
             Some((1, long.as_str()))

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tower::Service;
 
-use super::names::{Names, decode_cursor, encode_cursor};
+use super::names::{self, Names, decode_cursor, encode_cursor};
 use super::{GatewayInner, MessageStack};
 use crate::backend::{BackendClient, BackendEvent, EventTarget, Forwarded, connector};
 use crate::lock;
@@ -299,8 +299,12 @@ impl ProxySession {
 
     fn resolve<T>(&self, prefixed: &str, found: impl FnOnce(usize, &str) -> T) -> Option<T> {
         let sep = &self.gateway.config.tool_name_separator;
-        let state = lock(&self.state);
         let namespaces = self.gateway.backends.iter().map(|b| b.namespace.as_str());
+        if !names::may_be_shortened(prefixed) {
+            let (index, name) = names::resolve_unshortened(namespaces, sep, prefixed)?;
+            return Some(found(index, name));
+        }
+        let state = lock(&self.state);
         let (index, name) = state.names.resolve(namespaces, sep, prefixed)?;
         Some(found(index, name))
     }

@@ -12,7 +12,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use super::{SpanId, TraceId};
-use crate::jsonrpc::Message;
+use crate::jsonrpc::{McpMethod, Message, RawId};
 
 /// What an unsampled request's log lines carry.
 #[derive(Debug, Clone)]
@@ -23,7 +23,17 @@ pub struct LogScope {
     pub span_id: SpanId,
     /// The MCP session, when the request is in one.
     pub session_id: Option<Arc<str>>,
-    message: Option<Message>,
+    /// Held apart from the message, whose copy would be an allocation and a reference to its
+    /// bytes (two atomic operations) for each request.
+    method: Option<MethodName>,
+    request_id: Option<RawId>,
+}
+
+/// A method's name as sent: a known method's own, or a copy of another.
+#[derive(Debug, Clone)]
+enum MethodName {
+    Known(&'static str),
+    Other(Box<str>),
 }
 
 thread_local! {
@@ -38,22 +48,33 @@ impl LogScope {
         session_id: Option<Arc<str>>,
         message: Option<&Message>,
     ) -> Self {
+        let method = message.and_then(|m| {
+            let name = m.method_name()?;
+            Some(match m.method() {
+                McpMethod::Other => MethodName::Other(name.into()),
+                known => MethodName::Known(known.as_str()),
+            })
+        });
         LogScope {
             trace_id,
             span_id,
             session_id,
-            message: message.cloned(),
+            method,
+            request_id: message.and_then(Message::id_bytes),
         }
     }
 
     /// The request's method name, as sent.
     pub fn method_name(&self) -> Option<&str> {
-        self.message.as_ref()?.method_name()
+        match self.method.as_ref()? {
+            MethodName::Known(name) => Some(name),
+            MethodName::Other(name) => Some(name),
+        }
     }
 
     /// The request's id as raw JSON (`7`, `"abc"`).
     pub fn request_id(&self) -> Option<&str> {
-        self.message.as_ref()?.id_raw()
+        std::str::from_utf8(self.request_id.as_ref()?).ok()
     }
 
     /// Makes the scope in `slot` the current one on this thread until the guard drops, which
@@ -117,6 +138,31 @@ mod tests {
 
     fn current_request_id() -> Option<String> {
         LogScope::with_current(|s| s.and_then(LogScope::request_id).map(str::to_owned))
+    }
+
+    #[test]
+    fn a_scope_keeps_any_method_name_and_id_as_sent() {
+        let long_id = format!("\"{}\"", "i".repeat(60));
+        for (method, id) in [("tools/call", "7"), ("x/custom", long_id.as_str())] {
+            let raw = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}"}}"#);
+            let msg = Message::parse(raw.into()).unwrap();
+            let scope = LogScope::new(
+                TraceId::from_hex(&"1".repeat(32)).unwrap(),
+                SpanId::from_hex(&"1".repeat(16)).unwrap(),
+                None,
+                Some(&msg),
+            );
+            drop(msg);
+            assert_eq!(scope.method_name(), Some(method));
+            assert_eq!(scope.request_id(), Some(id));
+        }
+        let none = LogScope::new(
+            TraceId::from_hex(&"1".repeat(32)).unwrap(),
+            SpanId::from_hex(&"1".repeat(16)).unwrap(),
+            None,
+            None,
+        );
+        assert_eq!((none.method_name(), none.request_id()), (None, None));
     }
 
     #[test]

@@ -100,6 +100,15 @@ impl ClientHeaders {
         }
     }
 
+    /// The request's head as it was read, when the headers are looked up in it
+    /// ([`from_head`](Self::from_head)).
+    pub fn head(&self) -> Option<&[u8]> {
+        match &self.repr {
+            Repr::Head { head, .. } => Some(head),
+            Repr::Map(_) => None,
+        }
+    }
+
     /// The first value of `name`.
     pub fn get(&self, name: &HeaderName) -> Option<&[u8]> {
         match &self.repr {

@@ -601,7 +601,7 @@ impl Frontend {
                 return Left(ready(self.refused(&class, "origin not allowed", started)));
             }
         }
-        let answered = match (&req.head.method, req.head.uri.path()) {
+        let answered = match (&req.head.method, req.head.path()) {
             (&Method::POST, "/mcp") => {
                 return Right(Left(self.streamable_post(req, peer, started)));
             }

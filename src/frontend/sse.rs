@@ -89,7 +89,6 @@ impl Frontend {
     ) -> Response<ResponseBody> {
         let id = req
             .head
-            .uri
             .query()
             .unwrap_or("")
             .split('&')

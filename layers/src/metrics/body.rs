@@ -7,7 +7,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::BoxError;
 
-use super::GatewayMetrics;
+use super::layer::Recorder;
 use crate::classify::{Classification, ErrorBody, ErrorClass, Verdict, classify_error};
 use crate::jsonrpc::McpMethod;
 use crate::parts::Namespace;
@@ -24,7 +24,7 @@ pub struct Completion {
 
 #[derive(Debug)]
 struct Pending {
-    metrics: GatewayMetrics,
+    recorder: Arc<Recorder>,
     method: McpMethod,
     namespace: Namespace,
     trace_id: Option<TraceId>,
@@ -43,8 +43,6 @@ pub(crate) struct RequestLog {
     pub(crate) request_id: Option<crate::jsonrpc::RawId>,
     pub(crate) session_id: Option<Arc<str>>,
     pub(crate) client_addr: Option<SocketAddr>,
-    /// Where the event goes instead of `tracing`, when set.
-    pub(crate) sink: Option<Arc<dyn RequestLogSink>>,
 }
 
 /// The `target` of the request log event, whichever way it is written.
@@ -210,6 +208,7 @@ impl RequestLog {
     /// Emits `request completed` or `request failed`, exactly once per request.
     fn emit(
         &self,
+        sink: Option<&Arc<dyn RequestLogSink>>,
         method: McpMethod,
         namespace: &Namespace,
         trace_id: Option<TraceId>,
@@ -218,7 +217,7 @@ impl RequestLog {
     ) {
         // A line the filter drops costs nothing past this: no record, no text.
         let failed = matches!(verdict, Verdict::Failure(_));
-        let wanted = match &self.sink {
+        let wanted = match sink {
             Some(sink) => sink.enabled(failed),
             None => request_event_enabled(failed),
         };
@@ -244,7 +243,7 @@ impl RequestLog {
             client_addr: self.client_addr,
             failure,
         };
-        if let Some(sink) = &self.sink {
+        if let Some(sink) = sink {
             return sink.log(&record);
         }
         let RequestLogRecord {
@@ -300,17 +299,17 @@ impl RequestLog {
 
 impl Completion {
     pub(crate) fn start(
-        metrics: GatewayMetrics,
+        recorder: Arc<Recorder>,
         method: McpMethod,
         namespace: Namespace,
         trace: Option<(TraceId, bool)>,
         log: Option<RequestLog>,
     ) -> Self {
-        metrics.in_flight().inc();
+        recorder.metrics.in_flight().inc();
         let (trace_id, sampled) = trace.map_or((None, false), |(id, sampled)| (Some(id), sampled));
         Completion {
             state: Some(Pending {
-                metrics,
+                recorder,
                 method,
                 namespace,
                 trace_id,
@@ -336,14 +335,15 @@ impl Completion {
     fn record(&mut self, verdict: impl FnOnce(Option<&Classification>) -> Verdict) {
         if let Some(p) = self.state.take() {
             let verdict = verdict(p.classification.as_ref());
-            p.metrics.in_flight().dec();
+            let metrics = &p.recorder.metrics;
+            metrics.in_flight().dec();
             let elapsed = p.start.elapsed();
             if let Some(log) = &p.log {
-                log.emit(p.method, &p.namespace, p.trace_id, verdict, elapsed);
+                let sink = p.recorder.sink();
+                log.emit(sink, p.method, &p.namespace, p.trace_id, verdict, elapsed);
             }
             let exemplar = p.trace_id.filter(|_| p.sampled);
-            p.metrics
-                .record(p.method, p.namespace, verdict, elapsed, exemplar);
+            metrics.record(p.method, p.namespace, verdict, elapsed, exemplar);
         }
     }
 }

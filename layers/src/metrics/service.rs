@@ -1,11 +1,12 @@
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http_body::Body;
 use tower::{BoxError, Service};
 
 use super::body::{Completion, RequestLog};
-use super::layer::RequestLogging;
-use super::{GatewayMetrics, MetricsBody, ResponseFuture};
+use super::layer::{Recorder, RequestLogging};
+use super::{MetricsBody, ResponseFuture};
 use crate::classify::{Classification, Component, ErrorClass, Verdict};
 use crate::jsonrpc::McpMethod;
 use crate::parts::{JsonRpcResponse, RequestParts, ResponseParts};
@@ -14,8 +15,7 @@ use crate::parts::{JsonRpcResponse, RequestParts, ResponseParts};
 #[derive(Debug, Clone)]
 pub struct Metrics<S> {
     pub(super) inner: S,
-    pub(super) metrics: GatewayMetrics,
-    pub(super) log: RequestLogging,
+    pub(super) recorder: Arc<Recorder>,
 }
 
 /// A response whose end the metrics layer can observe.
@@ -81,19 +81,17 @@ where
         let method = req.message().map_or(McpMethod::Other, |m| m.method());
         let namespace = req.namespace();
         let trace = req.trace_context();
-        let log = match &self.log {
+        let log = match &self.recorder.log {
             RequestLogging::Off => None,
-            RequestLogging::On(sink) => Some(sink.clone()),
+            RequestLogging::On(_) => Some(RequestLog {
+                span_id: trace.map(|c| c.span_id),
+                request_id: req.message().and_then(|m| m.id_bytes()),
+                session_id: req.session_id(),
+                client_addr: req.client_addr(),
+            }),
         };
-        let log = log.map(|sink| RequestLog {
-            span_id: trace.map(|c| c.span_id),
-            request_id: req.message().and_then(|m| m.id_bytes()),
-            session_id: req.session_id(),
-            client_addr: req.client_addr(),
-            sink,
-        });
         let completion = Completion::start(
-            self.metrics.clone(),
+            self.recorder.clone(),
             method,
             namespace,
             trace.map(|c| (c.trace_id, c.sampled)),

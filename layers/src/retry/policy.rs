@@ -13,14 +13,22 @@ use crate::parts::{RequestParts, ResponseParts};
 /// A retry policy for MCP requests; see the [module docs](super).
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
+    /// Cloned for every request: one reference, where one for each of its parts was two atomic
+    /// operations apiece.
+    settings: Arc<Settings>,
+    attempts: u32,
+    last_error: Option<ErrorType>,
+}
+
+/// What every request's policy shares.
+#[derive(Debug, Clone)]
+struct Settings {
     budget: Arc<TpsBudget>,
     max_retries: u32,
     base_delay: Duration,
     max_delay: Duration,
     retry_tool_calls: bool,
     metrics: Option<GatewayMetrics>,
-    attempts: u32,
-    last_error: Option<ErrorType>,
 }
 
 impl RetryPolicy {
@@ -28,51 +36,58 @@ impl RetryPolicy {
     /// 20% of requests over 10 s (at least 10 retries a second).
     pub fn new() -> Self {
         RetryPolicy {
-            budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
-            max_retries: 2,
-            base_delay: Duration::from_millis(10),
-            max_delay: Duration::from_secs(5),
-            retry_tool_calls: false,
-            metrics: None,
+            settings: Arc::new(Settings {
+                budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+                max_retries: 2,
+                base_delay: Duration::from_millis(10),
+                max_delay: Duration::from_secs(5),
+                retry_tool_calls: false,
+                metrics: None,
+            }),
             attempts: 0,
             last_error: None,
         }
     }
 
+    /// The settings to change; a policy cloned before keeps its own (and shares the budget).
+    fn settings_mut(&mut self) -> &mut Settings {
+        Arc::make_mut(&mut self.settings)
+    }
+
     /// At most `n` retries per request.
     pub fn max_retries(mut self, n: u32) -> Self {
-        self.max_retries = n;
+        self.settings_mut().max_retries = n;
         self
     }
 
     /// The first backoff delay; each further retry doubles it (with jitter).
     pub fn base_delay(mut self, delay: Duration) -> Self {
-        self.base_delay = delay;
+        self.settings_mut().base_delay = delay;
         self
     }
 
     /// The longest wait before a retry; a `Retry-After` beyond it is not waited for.
     pub fn max_delay(mut self, delay: Duration) -> Self {
-        self.max_delay = delay;
+        self.settings_mut().max_delay = delay;
         self
     }
 
     /// The retry budget, shared by every request of this policy.
     pub fn budget(mut self, budget: TpsBudget) -> Self {
-        self.budget = Arc::new(budget);
+        self.settings_mut().budget = Arc::new(budget);
         self
     }
 
     /// Also retry `tools/call` after it may have reached the backend. Only for tools known to be
     /// idempotent: a retried call can run its side effect twice.
     pub fn retry_tool_calls(mut self, yes: bool) -> Self {
-        self.retry_tool_calls = yes;
+        self.settings_mut().retry_tool_calls = yes;
         self
     }
 
     /// Counts successful retries in `gateway_error_recovery_total`.
     pub fn metrics(mut self, metrics: GatewayMetrics) -> Self {
-        self.metrics = Some(metrics);
+        self.settings_mut().metrics = Some(metrics);
         self
     }
 
@@ -81,18 +96,21 @@ impl RetryPolicy {
         class.retryable
             && (!class.reached_backend
                 || method.is_safe()
-                || (method == McpMethod::ToolsCall && self.retry_tool_calls))
+                || (method == McpMethod::ToolsCall && self.settings.retry_tool_calls))
     }
 
     fn delay(&self, class: &ErrorClass) -> Option<Duration> {
         match class.retry_after {
-            Some(after) if after > self.max_delay => None,
+            Some(after) if after > self.settings.max_delay => None,
             Some(after) => Some(after),
             None => {
-                let backoff = self.base_delay.saturating_mul(1 << self.attempts.min(16));
+                let backoff = self
+                    .settings
+                    .base_delay
+                    .saturating_mul(1 << self.attempts.min(16));
                 // Full jitter between half and all of the backoff spreads retries of many clients.
                 let jittered = backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
-                Some(jittered.min(self.max_delay))
+                Some(jittered.min(self.settings.max_delay))
             }
         }
     }
@@ -120,18 +138,18 @@ where
             Err(e) => Some(classify_error(&**e)),
         };
         let Some(class) = failure else {
-            self.budget.deposit();
-            if let (Some(metrics), Some(error_type)) = (&self.metrics, self.last_error) {
+            self.settings.budget.deposit();
+            if let (Some(metrics), Some(error_type)) = (&self.settings.metrics, self.last_error) {
                 metrics.record_recovery(error_type, RecoveryMechanism::Retry);
             }
             return None;
         };
         let method = req.message().map_or(McpMethod::Other, |m| m.method());
-        if self.attempts >= self.max_retries || !self.may_retry(method, &class) {
+        if self.attempts >= self.settings.max_retries || !self.may_retry(method, &class) {
             return None;
         }
         let delay = self.delay(&class)?;
-        if !self.budget.withdraw() {
+        if !self.settings.budget.withdraw() {
             tracing::debug!(
                 error_type = class.error_type.as_str(),
                 "retry budget exhausted"
@@ -145,7 +163,7 @@ where
 
     fn clone_request(&mut self, req: &Req) -> Option<Req> {
         // No copy kept for a request that can have no further attempt.
-        (self.attempts < self.max_retries).then(|| req.clone())
+        (self.attempts < self.settings.max_retries).then(|| req.clone())
     }
 }
 

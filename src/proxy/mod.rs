@@ -78,6 +78,10 @@ pub(crate) struct GatewayInner {
     pub(crate) connectors: Vec<Arc<dyn Connector>>,
     /// Backends with `shared: true`, started by the first session that needs them.
     pub(crate) shared: Vec<std::sync::OnceLock<Arc<shared::SharedBackend>>>,
+    /// The layers every session's stack shares, made for the first (when the process's logging
+    /// is set up): one metrics recorder, and one retry budget for the whole gateway, as the
+    /// backends it protects are the same whichever session retries.
+    shared_layers: std::sync::OnceLock<(MetricsLayer, RetryPolicy)>,
 }
 
 impl Gateway {
@@ -116,6 +120,7 @@ impl Gateway {
                 http_pool,
                 connectors,
                 shared,
+                shared_layers: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -138,11 +143,14 @@ impl GatewayInner {
 
     /// The per-message layers around `router`.
     pub(crate) fn stack(&self, router: session::Router) -> MessageStack {
-        let metrics = self.telemetry.gateway.clone();
-        let metrics_layer = match crate::logs::request_log_sink() {
-            Some(sink) => MetricsLayer::new(metrics.clone()).log_requests_to(sink),
-            None => MetricsLayer::new(metrics.clone()).log_requests(),
-        };
+        let (metrics_layer, retry_policy) = self.shared_layers.get_or_init(|| {
+            let metrics = self.telemetry.gateway.clone();
+            let metrics_layer = match crate::logs::request_log_sink() {
+                Some(sink) => MetricsLayer::new(metrics.clone()).log_requests_to(sink),
+                None => MetricsLayer::new(metrics.clone()).log_requests(),
+            };
+            (metrics_layer, RetryPolicy::new().metrics(metrics))
+        });
         let trace_layer = TraceLayer::new().sample_ratio(self.config.tracing.sampling_ratio);
         let trace_layer = if crate::logs::is_json_layer_only() {
             trace_layer.scope_unsampled_requests()
@@ -151,10 +159,10 @@ impl GatewayInner {
         };
         ServiceBuilder::new()
             .layer(trace_layer)
-            .layer(metrics_layer)
+            .layer(metrics_layer.clone())
             .layer(ErrorResponseLayer::new())
             .layer(self.in_flight.clone())
-            .layer(RetryLayer::new(RetryPolicy::new().metrics(metrics)))
+            .layer(RetryLayer::new(retry_policy.clone()))
             .layer(ClassifyLayer::new())
             .service(router)
     }

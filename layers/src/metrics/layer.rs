@@ -7,8 +7,8 @@ use super::{GatewayMetrics, Metrics, RequestLogSink};
 /// Records request metrics; see the [module docs](super).
 #[derive(Debug, Clone)]
 pub struct MetricsLayer {
-    metrics: GatewayMetrics,
-    log: RequestLogging,
+    /// Shared by every service the layer makes (one allocation, not one per service).
+    recorder: Arc<Recorder>,
 }
 
 /// Whether the layer logs each request: as a `tracing` event (`On(None)`), or handed to a sink
@@ -23,7 +23,7 @@ pub(super) enum RequestLogging {
 /// What every request's [`Completion`](super::body::Completion) records into and logs to:
 /// one reference for each request to take, where one for each part was two atomic operations
 /// apiece.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Recorder {
     pub(crate) metrics: GatewayMetrics,
     pub(super) log: RequestLogging,
@@ -43,8 +43,10 @@ impl MetricsLayer {
     /// Records into `metrics`.
     pub fn new(metrics: GatewayMetrics) -> Self {
         MetricsLayer {
-            metrics,
-            log: RequestLogging::Off,
+            recorder: Arc::new(Recorder {
+                metrics,
+                log: RequestLogging::Off,
+            }),
         }
     }
 
@@ -53,14 +55,14 @@ impl MetricsLayer {
     /// namespace, backend, status, duration_ms, client_addr and, on failure, error_type,
     /// severity, component, retryable and http_status.
     pub fn log_requests(mut self) -> Self {
-        self.log = RequestLogging::On(None);
+        Arc::make_mut(&mut self.recorder).log = RequestLogging::On(None);
         self
     }
 
     /// Logs each request as [`log_requests`](Self::log_requests) does, but hands the event to
     /// `sink` instead of `tracing` (see [`RequestLogSink`]).
     pub fn log_requests_to(mut self, sink: Arc<dyn RequestLogSink>) -> Self {
-        self.log = RequestLogging::On(Some(sink));
+        Arc::make_mut(&mut self.recorder).log = RequestLogging::On(Some(sink));
         self
     }
 }
@@ -71,10 +73,7 @@ impl<S> Layer<S> for MetricsLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Metrics {
             inner,
-            recorder: Arc::new(Recorder {
-                metrics: self.metrics.clone(),
-                log: self.log.clone(),
-            }),
+            recorder: self.recorder.clone(),
         }
     }
 }

@@ -415,7 +415,7 @@ impl std::ops::Deref for StopOnDrop {
 /// A supervised connection to one backend, for one session (or shared by all).
 #[derive(Clone)]
 pub struct BackendClient {
-    /// One reference to count a clone by (each clone of a call is two atomic operations).
+    /// One reference, so that the clone each call takes is two atomic operations, not four.
     shared: Arc<StopOnDrop>,
 }
 

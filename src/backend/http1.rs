@@ -75,6 +75,8 @@ pub(super) struct Request<'a> {
     endpoint: &'a Endpoint,
     head: Vec<u8>,
     has_host: bool,
+    /// The answer's `Mcp-Session-Id` is kept ([`read_session_id`](Self::read_session_id)).
+    session_id: bool,
 }
 
 impl<'a> Request<'a> {
@@ -88,6 +90,7 @@ impl<'a> Request<'a> {
             endpoint,
             head,
             has_host: false,
+            session_id: false,
         }
     }
 
@@ -100,12 +103,20 @@ impl<'a> Request<'a> {
             endpoint,
             head: copy,
             has_host,
+            session_id: false,
         }
     }
 
     /// The head written so far, and whether it names the host.
     pub(super) fn into_head(self) -> (Vec<u8>, bool) {
         (self.head, self.has_host)
+    }
+
+    /// Keeps the answer's `Mcp-Session-Id` (a copy, made only when asked: `initialize`'s answer
+    /// is the one it is read from).
+    pub(super) fn read_session_id(&mut self) -> &mut Self {
+        self.session_id = true;
+        self
     }
 
     pub(super) fn header(&mut self, name: &str, value: &[u8]) -> &mut Self {
@@ -195,6 +206,7 @@ impl HttpPool {
             endpoint,
             mut head,
             has_host,
+            session_id,
         } = request;
         if !has_host {
             for part in ["host: ", &endpoint.authority, "\r\n"] {
@@ -229,7 +241,7 @@ impl HttpPool {
                 }
             }
         };
-        let head = read_head(&mut conn).await?;
+        let head = read_head(&mut conn, session_id).await?;
         let framing = if head.no_body || head.content_length == Some(0) {
             Framing::Done
         } else if head.chunked {
@@ -342,8 +354,9 @@ struct Head {
     session_id: Option<HeaderValue>,
 }
 
-/// Reads and parses an answer's head, skipping interim (1xx) answers.
-async fn read_head(conn: &mut Conn) -> io::Result<Head> {
+/// Reads and parses an answer's head, skipping interim (1xx) answers; `Mcp-Session-Id` is
+/// copied out of it when `session_id`.
+async fn read_head(conn: &mut Conn, session_id: bool) -> io::Result<Head> {
     loop {
         if conn.buf.is_empty() {
             fill(conn).await?;
@@ -359,10 +372,11 @@ async fn read_head(conn: &mut Conn) -> io::Result<Head> {
             fill(conn).await?;
             continue;
         };
-        // A copy of the one value kept: a slice would be a reference taken and given back
-        // (two atomic operations), on every answer, for a value read only on `initialize`'s.
-        head.session_id =
-            session_id_at.and_then(|range| HeaderValue::from_bytes(&conn.buf[range]).ok());
+        // A copy, not a slice: a slice would be a reference taken and given back (two atomic
+        // operations); and only when asked, not an allocation on every answer.
+        head.session_id = session_id_at
+            .filter(|_| session_id)
+            .and_then(|range| HeaderValue::from_bytes(&conn.buf[range]).ok());
         conn.buf.advance(len);
         let status = head.status;
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
@@ -460,7 +474,7 @@ pub(super) struct Response<'a> {
     pub(super) status: StatusCode,
     /// `Content-Type: text/event-stream`.
     pub(super) event_stream: bool,
-    /// `Mcp-Session-Id`, a copy.
+    /// `Mcp-Session-Id`, a copy, when the request asked for it ([`Request::read_session_id`]).
     pub(super) session_id: Option<HeaderValue>,
     pub(super) body: Body<'a>,
 }
@@ -754,7 +768,9 @@ mod tests {
         body: &[u8],
     ) -> io::Result<Response<'a>> {
         let mut request = Request::new("POST", endpoint);
-        request.header("content-type", b"application/json");
+        request
+            .header("content-type", b"application/json")
+            .read_session_id();
         pool.send(request, body).await
     }
 

@@ -351,6 +351,10 @@ impl Link {
             return self.fail(&msg, class, why).await;
         };
         trace_headers(&msg, &mut req);
+        let is_initialize = msg.method() == McpMethod::Initialize;
+        if is_initialize {
+            req.read_session_id();
+        }
         let resp = match self.target.pool.send(req, msg.raw()).await {
             Ok(resp) => resp,
             Err(e) => {
@@ -371,7 +375,6 @@ impl Link {
                 .fail(&msg, class, &format!("backend answered HTTP {status}"))
                 .await;
         }
-        let is_initialize = msg.method() == McpMethod::Initialize;
         if is_initialize {
             if let Some(id) = resp.session_id {
                 self.lock_state().set_session_id(Some(id));

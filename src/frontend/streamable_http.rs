@@ -324,7 +324,7 @@ impl Frontend {
         if msg.method() == McpMethod::ToolsCall && accepted.event_stream {
             let (tx, rx) = mpsc::channel::<Bytes>(64);
             let session = entry.session.clone();
-            let frontend = self.clone();
+            let frontend = self;
             let ctx = context(head, peer, Some(tx.clone()), Some(id));
             tokio::spawn(async move {
                 if let Some(resp) = frontend.dispatch(session, msg, ctx).await {
